@@ -1,0 +1,81 @@
+"""Default boxes (anchors) from an anchor spec.
+
+Layout, which the model's heads follow: levels in order; within a level, cells
+row-major (y, then x); within a cell ``boxes_per_cell`` boxes in this order:
+  1. square box of scale s_k,
+  2. square box of scale sqrt(s_k * s_{k+1}),
+  3. for each aspect ratio a: (w = s_k sqrt(a), h = s_k / sqrt(a)), then its reciprocal.
+"""
+
+import math
+
+import numpy as np
+
+
+def level_scales(anchor_config):
+  """Scales s_1..s_{m+1} (fractions of the input size), m = number of levels.
+
+  Explicit ``scales`` win; otherwise the paper's formula
+  ``s_k = s_min + (s_max - s_min)(k - 1)/(m - 1)`` with s_{m+1} = 1.0
+  (as the TF Object Detection API and torchvision do).
+  """
+  num_levels = len(anchor_config.feature_map_sizes)
+  if anchor_config.scales:
+    scales = [float(s) for s in anchor_config.scales]
+    if len(scales) != num_levels + 1:
+      raise ValueError(f"anchors.scales needs {num_levels + 1} values (one per level plus one), "
+                       f"got {len(scales)}")
+    return scales
+  s_min, s_max = anchor_config.min_scale, anchor_config.max_scale
+  if num_levels == 1:
+    return [s_min, 1.0]
+  return [s_min + (s_max - s_min) * k / (num_levels - 1) for k in range(num_levels)] + [1.0]
+
+
+def boxes_per_cell(anchor_config):
+  """Number of default boxes per feature-map cell, one int per level."""
+  return [2 + 2 * len(ratios) for ratios in anchor_config.aspect_ratios]
+
+
+def num_default_boxes(anchor_config):
+  """Total N = sum over levels of size^2 * boxes_per_cell."""
+  return sum(f * f * a for f, a in zip(anchor_config.feature_map_sizes, boxes_per_cell(anchor_config)))
+
+
+def _cell_shapes(scale, next_scale, ratios):
+  """[(height, width)] of the boxes of one cell, in layout order."""
+  extra = math.sqrt(scale * next_scale)
+  shapes = [(scale, scale), (extra, extra)]
+  for ratio in ratios:
+    root = math.sqrt(ratio)
+    shapes += [(scale / root, scale * root), (scale * root, scale / root)]
+  return shapes
+
+
+def default_boxes(anchor_config, image_size):
+  """All default boxes of an input of ``image_size`` pixels (square).
+
+  Returns float32 [N, 4] ``[ymin, xmin, ymax, xmax]`` normalized to [0, 1];
+  clipped to [0, 1] when ``anchor_config.clip``.
+  """
+  sizes = anchor_config.feature_map_sizes
+  if len(anchor_config.aspect_ratios) != len(sizes):
+    raise ValueError(f"anchors.aspect_ratios has {len(anchor_config.aspect_ratios)} entries for "
+                     f"{len(sizes)} feature maps")
+  steps = anchor_config.steps or [image_size / f for f in sizes]
+  if len(steps) != len(sizes):
+    raise ValueError(f"anchors.steps has {len(steps)} entries for {len(sizes)} feature maps")
+  scales = level_scales(anchor_config)
+  levels = []
+  for k, (size, step, ratios) in enumerate(zip(sizes, steps, anchor_config.aspect_ratios)):
+    centres = (np.arange(size, dtype=np.float64) + 0.5) * step / image_size
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")           # [size, size]
+    shapes = np.array(_cell_shapes(scales[k], scales[k + 1], ratios))  # [A, 2] (h, w)
+    cy, cx = cy[..., None], cx[..., None]                             # [size, size, 1]
+    h, w = shapes[:, 0], shapes[:, 1]
+    boxes = np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
+    levels.append(boxes.reshape(-1, 4))
+  boxes = np.concatenate(levels, axis=0)
+  if anchor_config.clip:
+    boxes = np.clip(boxes, 0.0, 1.0)
+  return boxes.astype(np.float32)

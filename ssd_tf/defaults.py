@@ -1,0 +1,139 @@
+"""Default configuration fields and the released SSD anchor specs.
+
+Every experiment in ``configs/`` starts from :func:`base_config` and changes
+what differs. All values are the released COCO ones unless stated.
+"""
+
+import ml_collections
+
+# Released COCO anchor specs (SSD paper / Caffe release, torchvision, NVIDIA).
+# `scales` has one more entry than levels: the last one only sizes the extra
+# sqrt(s_k * s_{k+1}) box of the last level.
+SSD300_ANCHORS = dict(
+    feature_map_sizes=(38, 19, 10, 5, 3, 1),
+    steps=(8, 16, 32, 64, 100, 300),
+    scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+)
+SSD512_ANCHORS = dict(
+    feature_map_sizes=(64, 32, 16, 8, 4, 2, 1),
+    steps=(8, 16, 32, 64, 128, 256, 512),
+    scales=(0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+)
+
+# Extra feature layers after the backbone taps: (1x1 channels, 3x3 channels,
+# stride, padding) per level. SSD300 ends 5 -> 3 -> 1 with valid 3x3 convs,
+# SSD512 halves every level ("same" padding).
+SSD300_EXTRAS = ((256, 512, 2, "same"), (256, 512, 2, "same"), (128, 256, 2, "same"),
+                 (128, 256, 1, "valid"), (128, 256, 1, "valid"))
+SSD512_EXTRAS = ((256, 512, 2, "same"), (256, 512, 2, "same"), (128, 256, 2, "same"),
+                 (128, 256, 2, "same"), (128, 256, 2, "same"), (128, 256, 2, "same"))
+
+
+def anchor_config(spec, clip=True, min_scale=0.2, max_scale=0.9):
+  """An anchor ConfigDict from a spec dict like SSD300_ANCHORS.
+
+  Set ``scales=()`` to use the paper's formula between min_scale and max_scale.
+  """
+  return ml_collections.ConfigDict(dict(
+      feature_map_sizes=tuple(spec["feature_map_sizes"]),
+      steps=tuple(spec.get("steps", ())),
+      scales=tuple(spec.get("scales", ())),
+      min_scale=min_scale,
+      max_scale=max_scale,
+      aspect_ratios=tuple(tuple(a) for a in spec["aspect_ratios"]),
+      clip=clip,
+  ))
+
+
+def base_config():
+  """SSD300-ResNet50 on COCO 2017 with the released training recipe."""
+  c = ml_collections.ConfigDict()
+  c.name = "ssd300_resnet50_coco"
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
+      backbone_weights="imagenet", # None | "imagenet" | path to a weights file
+      image_size=300,
+      num_classes=80,              # foreground classes C; logits have C + 1 columns
+      extra_layers=SSD300_EXTRAS,
+      batchnorm_synchronized=False,  # cross-replica BatchNorm statistics
+      batchnorm_momentum=0.99,
+      head_kernel_size=3,
+  ))
+  c.anchors = anchor_config(SSD300_ANCHORS)
+
+  c.box_coder = ml_collections.ConfigDict(dict(variances=(0.1, 0.2)))
+  c.matching = ml_collections.ConfigDict(dict(
+      iou_threshold=0.5,        # default box -> best ground truth when IoU >= this
+      crowd_ioa_threshold=0.5,  # unmatched default boxes this much inside a crowd box are ignored
+  ))
+  c.loss = ml_collections.ConfigDict(dict(
+      neg_pos_ratio=3,
+      loc_weight=1.0,
+  ))
+  c.postprocess = ml_collections.ConfigDict(dict(
+      score_threshold=0.01,
+      iou_threshold=0.45,
+      max_detections_per_class=200,
+      max_detections=200,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="tfrecord",          # tfrecord | tfds
+      coco_dir="",                # COCO 2017 layout: annotations/instances_{split}.json, {split}/
+      tfrecord_dir="",            # prepared shards + label_map.json (default: <workdir>/data)
+      tfds_data_dir="",
+      tfds_manual_dir="",
+      train_split="train2017",
+      eval_split="val2017",
+      num_shards=16,
+      keep_empty_images=True,
+      max_boxes=100,              # ground truth rows per image after padding
+      shuffle_buffer=1024,
+      deterministic=False,
+      augment=ml_collections.ConfigDict(dict(
+          photometric_prob=0.5,
+          brightness_delta=32.0,
+          contrast_range=(0.5, 1.5),
+          saturation_range=(0.5, 1.5),
+          hue_delta=18.0 / 360.0,
+          expand_prob=0.5,
+          expand_max_ratio=4.0,
+          crop_prob=1.0,          # the paper samples a crop for every image ("none" is one choice)
+          crop_min_ious=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9),
+          crop_scale_range=(0.3, 1.0),
+          crop_aspect_range=(0.5, 2.0),
+          crop_max_trials=50,
+          flip_prob=0.5,
+      )),
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=32,              # global batch; per replica = batch_size / replicas
+      steps=240_000,
+      base_learning_rate=2.6e-3,  # for batch 32 (NVIDIA SSD300 recipe, scaled linearly)
+      lr_reference_batch=32,
+      scale_lr_with_batch=True,
+      warmup_steps=1000,
+      schedule="cosine",          # cosine | step
+      step_boundaries=(160_000, 200_000),
+      step_factor=0.1,
+      momentum=0.9,
+      weight_decay=5e-4,          # not applied to BatchNorm parameters or biases
+      grad_clip_norm=0.0,         # 0 disables
+      mixed_precision="",         # "" | mixed_float16 | mixed_bfloat16
+      jit_compile=False,
+      checkpoint_every=2000,
+      keep_checkpoints=3,
+      log_every=100,
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=8,
+      every_steps=20_000,
+      num_images=0,               # 0: the whole split
+      num_summary_images=4,
+  ))
+  return c
