@@ -1,0 +1,70 @@
+"""Contiguous training labels <-> dataset category ids and names.
+
+Label 0 is background; foreground labels 1..C follow the dataset's categories
+sorted by id. Stored as ``label_map.json``: a list ordered by label of
+``{"label": 1, "category_id": 1, "name": "person"}``.
+"""
+
+import json
+
+import numpy as np
+
+
+class LabelMap:
+  """Maps contiguous labels 1..C to category ids and names, and back."""
+
+  def __init__(self, entries):
+    entries = sorted(entries, key=lambda e: e["label"])
+    labels = [e["label"] for e in entries]
+    if labels != list(range(1, len(entries) + 1)):
+      raise ValueError(f"label map labels must be 1..{len(entries)} without gaps, got {labels[:10]}...")
+    ids = [e["category_id"] for e in entries]
+    if len(set(ids)) != len(ids):
+      raise ValueError("label map has duplicate category ids")
+    self.entries = [dict(label=int(e["label"]), category_id=int(e["category_id"]), name=str(e["name"]))
+                    for e in entries]
+    self._label_of_id = {e["category_id"]: e["label"] for e in self.entries}
+
+  @classmethod
+  def from_coco_categories(cls, categories):
+    """From the ``categories`` list of a COCO json: labels follow sorted ids."""
+    ordered = sorted(categories, key=lambda c: c["id"])
+    return cls([dict(label=i + 1, category_id=c["id"], name=c["name"]) for i, c in enumerate(ordered)])
+
+  @classmethod
+  def load(cls, path):
+    with open(path) as f:
+      try:
+        return cls(json.load(f))
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a valid label_map.json ({e})") from e
+
+  def save(self, path):
+    with open(path, "w") as f:
+      json.dump(self.entries, f, indent=1)
+
+  @property
+  def num_classes(self):
+    return len(self.entries)
+
+  def category_ids(self, labels):
+    """int array of labels 1..C -> int64 array of category ids."""
+    table = np.array([0] + [e["category_id"] for e in self.entries], dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 1 or labels.max() > self.num_classes):
+      raise ValueError(f"labels must be in 1..{self.num_classes}, got {labels.min()}..{labels.max()}")
+    return table[labels]
+
+  def labels(self, category_ids):
+    """Iterable of category ids -> int32 array of labels 1..C (KeyError names an unknown id)."""
+    try:
+      return np.array([self._label_of_id[int(i)] for i in category_ids], dtype=np.int32)
+    except KeyError as e:
+      raise KeyError(f"category id {e.args[0]} is not in the label map") from None
+
+  def name(self, label):
+    return self.entries[int(label) - 1]["name"]
+
+  def names(self):
+    """Names in label order, index 0 = label 1."""
+    return [e["name"] for e in self.entries]

@@ -1,0 +1,25 @@
+"""Test setup: two logical CPU devices (for MirroredStrategy tests) and the COCO sample path."""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402  (must configure devices before any op runs)
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+COCO_TINY_DIR = pathlib.Path(os.environ.get("COCO_TINY_DIR", REPO.parent / "shared" / "data" / "coco_tiny"))
+
+
+@pytest.fixture(scope="session")
+def coco_tiny_dir():
+  """The real COCO 2017 sample (80 train + 80 val images); skips when absent."""
+  if not (COCO_TINY_DIR / "annotations" / "instances_val2017.json").exists():
+    pytest.skip(f"COCO sample not found at {COCO_TINY_DIR} (set COCO_TINY_DIR)")
+  return COCO_TINY_DIR
