@@ -32,8 +32,19 @@ def level_scales(anchor_config):
   return [s_min + (s_max - s_min) * k / (num_levels - 1) for k in range(num_levels)] + [1.0]
 
 
+def _check_lengths(anchor_config):
+  """ValueError naming the field when a per-level field does not have one entry per feature map."""
+  num_levels = len(anchor_config.feature_map_sizes)
+  if len(anchor_config.aspect_ratios) != num_levels:
+    raise ValueError(f"anchors.aspect_ratios has {len(anchor_config.aspect_ratios)} entries for "
+                     f"{num_levels} feature maps")
+  if anchor_config.steps and len(anchor_config.steps) != num_levels:
+    raise ValueError(f"anchors.steps has {len(anchor_config.steps)} entries for {num_levels} feature maps")
+
+
 def boxes_per_cell(anchor_config):
   """Number of default boxes per feature-map cell, one int per level."""
+  _check_lengths(anchor_config)
   return [2 + 2 * len(ratios) for ratios in anchor_config.aspect_ratios]
 
 
@@ -58,13 +69,9 @@ def default_boxes(anchor_config, image_size):
   Returns float32 [N, 4] ``[ymin, xmin, ymax, xmax]`` normalized to [0, 1];
   clipped to [0, 1] when ``anchor_config.clip``.
   """
+  _check_lengths(anchor_config)
   sizes = anchor_config.feature_map_sizes
-  if len(anchor_config.aspect_ratios) != len(sizes):
-    raise ValueError(f"anchors.aspect_ratios has {len(anchor_config.aspect_ratios)} entries for "
-                     f"{len(sizes)} feature maps")
   steps = anchor_config.steps or [image_size / f for f in sizes]
-  if len(steps) != len(sizes):
-    raise ValueError(f"anchors.steps has {len(steps)} entries for {len(sizes)} feature maps")
   scales = level_scales(anchor_config)
   levels = []
   for k, (size, step, ratios) in enumerate(zip(sizes, steps, anchor_config.aspect_ratios)):

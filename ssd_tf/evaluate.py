@@ -1,0 +1,246 @@
+"""COCO evaluation: detections -> COCO results json -> pycocotools COCOeval (bbox).
+
+Detections arrive as post-processing outputs (boxes normalized yxyx, labels
+1..C); they leave in COCO results format (``bbox`` = [x, y, w, h] in pixels of
+the original image, ``category_id`` = the dataset's id from the label map).
+"""
+
+import collections
+import contextlib
+import copy
+import io
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ssd_tf import box_ops
+
+# The 12 COCOeval summary stats in pycocotools' order: (name, IoU, area, max detections).
+STATS = (
+    ("AP", "0.50:0.95", "all", 100),
+    ("AP50", "0.50", "all", 100),
+    ("AP75", "0.75", "all", 100),
+    ("APs", "0.50:0.95", "small", 100),
+    ("APm", "0.50:0.95", "medium", 100),
+    ("APl", "0.50:0.95", "large", 100),
+    ("AR1", "0.50:0.95", "all", 1),
+    ("AR10", "0.50:0.95", "all", 10),
+    ("AR100", "0.50:0.95", "all", 100),
+    ("ARs", "0.50:0.95", "small", 100),
+    ("ARm", "0.50:0.95", "medium", 100),
+    ("ARl", "0.50:0.95", "large", 100),
+)
+STAT_NAMES = tuple(s[0] for s in STATS)
+
+
+def detections_to_coco(image_ids, original_sizes, boxes, scores, classes, num_detections, label_map):
+  """Batched post-processing outputs -> list of COCO result dicts.
+
+  Args:
+    image_ids: [B] int, COCO image ids.
+    original_sizes: [B,2] int (height, width) of the original images; the eval
+      pipeline resizes without letterboxing, so normalized coords scale by these.
+    boxes: [B,K,4] normalized yxyx. scores: [B,K]. classes: [B,K] int labels 1..C.
+    num_detections: [B] int, valid rows per image (the first ones).
+    label_map: ssd_tf.label_map.LabelMap.
+  Returns:
+    [{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}], plain Python types,
+    image by image (box conversion vectorized per image by box_ops.boxes_to_coco_xywh).
+  """
+  image_ids = np.asarray(image_ids)
+  original_sizes = np.asarray(original_sizes)
+  boxes = np.asarray(boxes)
+  scores = np.asarray(scores)
+  classes = np.asarray(classes)
+  num_detections = np.asarray(num_detections)
+  if scores.ndim != 2:
+    raise ValueError(f"detections_to_coco: scores must be [B,K], got shape {scores.shape}")
+  batch, k = scores.shape
+  expected_shapes = (("image_ids", image_ids, (batch,)), ("original_sizes", original_sizes, (batch, 2)),
+                     ("boxes", boxes, (batch, k, 4)), ("classes", classes, (batch, k)),
+                     ("num_detections", num_detections, (batch,)))
+  for name, array, shape in expected_shapes:
+    if array.shape != shape:
+      raise ValueError(f"detections_to_coco: {name} has shape {array.shape}, expected {shape}")
+  if num_detections.size and (num_detections.min() < 0 or num_detections.max() > k):
+    raise ValueError(f"detections_to_coco: num_detections must be in 0..{k}, got {num_detections.tolist()}")
+
+  for image_id, size in zip(image_ids.tolist(), original_sizes.tolist()):
+    if min(size) <= 0:
+      raise ValueError(f"detections_to_coco: image {image_id} has original size {size}")
+
+  detections = []
+  for image_id, (height, width), n, image_boxes, image_scores, image_classes in zip(
+      image_ids.tolist(), original_sizes.tolist(), num_detections.tolist(), boxes, scores, classes):
+    xywh = box_ops.boxes_to_coco_xywh(image_boxes[:n], height, width)
+    category_ids = label_map.category_ids(image_classes[:n].astype(np.int64))
+    detections += [dict(image_id=image_id, category_id=c, bbox=b, score=s)
+                   for c, b, s in zip(category_ids.tolist(), xywh.tolist(), image_scores[:n].tolist())]
+  return detections
+
+
+def load_coco_gt(coco_gt):
+  """A pycocotools COCO object, or a path to an instances json -> COCO (quietly)."""
+  if isinstance(coco_gt, COCO):
+    return coco_gt
+  path = os.fspath(coco_gt)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"COCO annotation file not found: {path}")
+  with contextlib.redirect_stdout(io.StringIO()):
+    return COCO(path)
+
+
+def _results_coco(coco_gt, detections):
+  """Detections -> COCO results object. Works on copies: loadRes edits its input dicts."""
+  if detections:
+    return coco_gt.loadRes([dict(d) for d in detections])
+  results = COCO()  # loadRes fails on an empty list; an empty result set evaluates to AP 0
+  results.dataset = dict(images=list(coco_gt.dataset["images"]),
+                         categories=copy.deepcopy(coco_gt.dataset["categories"]), annotations=[])
+  results.createIndex()
+  return results
+
+
+def coco_evaluate(coco_gt, detections, image_ids=None):
+  """pycocotools bbox evaluation.
+
+  Args:
+    coco_gt: pycocotools COCO ground truth, or a path to an instances json.
+    detections: list of COCO result dicts (see detections_to_coco); may be empty.
+    image_ids: the images that were evaluated (default: every image of coco_gt).
+  Returns:
+    dict: the 12 stats (STAT_NAMES), "per_class_AP" {category name: AP@[.50:.95], area all, 100 dets}
+    for the classes with ground truth in the evaluated images, "num_images", "num_detections",
+    "cocoeval_seconds" (time spent in pycocotools).
+  """
+  coco_gt = load_coco_gt(coco_gt)
+  known_images = set(coco_gt.getImgIds())
+  image_ids = sorted(known_images) if image_ids is None else sorted(int(i) for i in image_ids)
+  for source, ids in (("image_ids", set(image_ids)), ("detections", {d["image_id"] for d in detections})):
+    unknown = sorted(ids - known_images)
+    if unknown:
+      raise ValueError(f"{source}: image ids {unknown[:5]} are not in the ground truth annotations")
+  unknown = sorted({d["category_id"] for d in detections} - set(coco_gt.getCatIds()))
+  if unknown:
+    raise ValueError(f"category ids {unknown[:5]} are not in the ground truth annotations "
+                     "(label map and annotation file disagree)")
+
+  start = time.perf_counter()
+  with contextlib.redirect_stdout(io.StringIO()):
+    evaluator = COCOeval(coco_gt, _results_coco(coco_gt, detections), iouType="bbox")
+    evaluator.params.imgIds = image_ids
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+  seconds = time.perf_counter() - start
+
+  metrics = {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+  precision = evaluator.eval["precision"]  # [IoU T, recall R, class K, area A, max dets M]
+  all_area = evaluator.params.areaRngLbl.index("all")
+  per_class = {}
+  for index, category_id in enumerate(evaluator.params.catIds):
+    values = precision[:, :, index, all_area, -1]
+    values = values[values > -1]
+    if values.size:
+      per_class[coco_gt.cats[category_id]["name"]] = float(values.mean())
+  metrics.update(per_class_AP=per_class, num_images=len(image_ids), num_detections=len(detections),
+                 cocoeval_seconds=seconds)
+  return metrics
+
+
+def run_evaluation(predict_fn, dataset, coco_gt, label_map, num_images=0, progress=None):
+  """Predicts over eval batches and evaluates with COCOeval.
+
+  Args:
+    predict_fn: images float32 [B,S,S,3] -> dict(boxes, scores, classes, num_detections), as
+      ssd_tf.postprocess returns (e.g. a tf.function wrapping model + postprocess).
+    dataset: iterable of eval batches (dicts with "image", "image_id" [B], "original_size" [B,2]).
+    coco_gt: pycocotools COCO or path to the split's instances json.
+    label_map: LabelMap of the training labels.
+    num_images: stop after this many images (0: the whole dataset).
+    progress: optional callable(images_done, images_total), called after each batch.
+  Returns:
+    (metrics, detections): coco_evaluate's metrics plus "predict_seconds" (the prediction loop,
+    input pipeline included) and "images_per_second"; detections as COCO result dicts.
+  """
+  coco_gt = load_coco_gt(coco_gt)
+  total = len(coco_gt.getImgIds())
+  total = min(num_images, total) if num_images > 0 else total
+  detections, image_ids = [], []
+  start = time.perf_counter()
+  for batch in dataset:
+    take = len(batch["image_id"])
+    if num_images > 0:
+      take = min(take, num_images - len(image_ids))
+    outputs = {key: np.asarray(value)[:take] for key, value in predict_fn(batch["image"]).items()}
+    ids = np.asarray(batch["image_id"])[:take]
+    detections.extend(detections_to_coco(ids, np.asarray(batch["original_size"])[:take], outputs["boxes"],
+                                         outputs["scores"], outputs["classes"], outputs["num_detections"],
+                                         label_map))
+    image_ids.extend(ids.tolist())
+    if progress is not None:
+      progress(len(image_ids), total)
+    if num_images > 0 and len(image_ids) >= num_images:
+      break
+  predict_seconds = time.perf_counter() - start
+  if not image_ids:
+    raise ValueError("run_evaluation: the eval dataset yielded no images")
+  if len(set(image_ids)) != len(image_ids):
+    repeated = sorted(i for i, count in collections.Counter(image_ids).items() if count > 1)
+    raise ValueError(f"run_evaluation: the eval dataset repeats image ids {repeated[:5]} (is it repeated?)")
+
+  metrics = coco_evaluate(coco_gt, detections, image_ids)
+  metrics.update(predict_seconds=predict_seconds, images_per_second=len(image_ids) / predict_seconds)
+  return metrics, detections
+
+
+def _atomic_write_json(path, value):
+  directory = os.path.dirname(path)
+  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(value, f)
+    os.replace(temp_path, path)
+  except BaseException:
+    os.unlink(temp_path)
+    raise
+
+
+def write_results(workdir, metrics, detections):
+  """Writes <workdir>/metrics.json and <workdir>/detections.json (each via a temp file + rename)."""
+  workdir = os.fspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  _atomic_write_json(os.path.join(workdir, "metrics.json"), metrics)
+  _atomic_write_json(os.path.join(workdir, "detections.json"), detections)
+
+
+def format_table(backbone_name, metrics):
+  """One-row markdown table: backbone and AP @ IoU 0.50:0.95, 0.50, 0.75 (3 decimals)."""
+  return ("| Backbone | AP@IOU 0.50:0.95 | AP@IOU 0.50 | AP@IOU 0.75 |\n"
+          "| --- | --- | --- | --- |\n"
+          f"| {backbone_name} | {metrics['AP']:.3f} | {metrics['AP50']:.3f} | {metrics['AP75']:.3f} |")
+
+
+def format_stats(metrics):
+  """Markdown table of the 12 COCOeval stats."""
+  lines = ["| Metric | IoU | Area | Max dets | Value |", "| --- | --- | --- | --- | --- |"]
+  lines += [f"| {name} | {iou} | {area} | {max_dets} | {metrics[name]:.3f} |"
+            for name, iou, area, max_dets in STATS]
+  return "\n".join(lines)
+
+
+def format_per_class(metrics):
+  """Markdown table of per-class AP @ IoU 0.50:0.95 (classes with ground truth)."""
+  lines = ["| Class | AP |", "| --- | --- |"]
+  lines += [f"| {name} | {ap:.3f} |" for name, ap in metrics["per_class_AP"].items()]
+  return "\n".join(lines)
+
+
+def format_report(backbone_name, metrics):
+  """What eval mode prints: the AP table, then the 12 stats, then per-class AP."""
+  return "\n\n".join([format_table(backbone_name, metrics), format_stats(metrics), format_per_class(metrics)])
