@@ -1,0 +1,70 @@
+"""Backbone registry: a name -> the feature-tap model and the input normalization it expects.
+
+| name | taps (300 px input) | normalization | ImageNet weights |
+| --- | --- | --- | --- |
+| resnet18, resnet34 | conv4: 38x38x256 | torch mean/std | none in keras.applications: pass a file |
+| resnet50, resnet101 | conv4: 38x38x1024 | caffe (BGR - mean) | keras.applications ResNet50/101 |
+| vgg16 | conv4_3 (L2-normalized): 38x38x512, conv7: 19x19x1024 | caffe | keras.applications VGG16 |
+"""
+
+import os
+from typing import NamedTuple
+
+import keras
+
+from ssd_tf.backbones import resnet, vgg
+
+NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
+
+
+class Backbone(NamedTuple):
+  """``model``: normalized images [B, H, W, 3] -> list of feature taps [B, h, w, c], finest first.
+  ``normalization``: a layer mapping RGB images in [0, 255] to ``model``'s input.
+  """
+  model: keras.Model
+  normalization: keras.layers.Layer
+
+  def taps(self, images):
+    """RGB images in [0, 255] [B, H, W, 3] -> list of taps (also for one tap: Keras returns a
+    one-output model's eager result as a bare tensor, its symbolic result as a list)."""
+    return keras.tree.flatten(self.model(self.normalization(images)))
+
+
+def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchronized=False):
+  """Builds backbone ``name`` (one of NAMES).
+
+  ``weights``: None or "" (random initialization), "imagenet" (keras.applications
+  download; resnet50, resnet101, vgg16) or the path of a ``.weights.h5`` file saved
+  with ``build_backbone(name).model.save_weights(path)``. The BatchNorm arguments
+  apply to the ResNets (VGG-16 has no BatchNorm).
+  """
+  if name == "vgg16":
+    model, normalization = vgg.build_vgg16(), vgg.normalization()
+  elif name in NAMES:
+    depth = int(name[len("resnet"):])
+    model = resnet.build_resnet(depth, batchnorm_momentum=batchnorm_momentum,
+                                batchnorm_synchronized=batchnorm_synchronized)
+    normalization = resnet.normalization(depth)
+  else:
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NAMES)}")
+
+  if weights == "imagenet":
+    if name == "vgg16":
+      vgg.load_imagenet_weights(model)
+    else:
+      resnet.load_imagenet_weights(model, depth)
+  elif weights:
+    _load_weights_file(model, os.fspath(weights))
+  return Backbone(model, normalization)
+
+
+def _load_weights_file(model, path):
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"backbone weights file {path} not found (backbone_weights takes None, "
+                            f"'imagenet' or a .weights.h5 file saved from "
+                            f"build_backbone('{model.name}').model)")
+  try:
+    model.load_weights(path)
+  except ValueError as e:  # Keras lists every layer that failed: keep its summary
+    summary = " ".join(str(e).split("\n\n")[:2])
+    raise ValueError(f"{path}: cannot load these weights into backbone {model.name}: {summary}") from e

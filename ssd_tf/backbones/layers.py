@@ -1,0 +1,71 @@
+"""Pieces shared by the backbones: input normalization and layer-by-layer weight copies."""
+
+import keras
+import numpy as np
+
+# ImageNet statistics of RGB images, as fractions of 255 (torchvision).
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+# keras.applications 'caffe' preprocessing: BGR channels minus these means (pixels).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+# He (Kaiming) normal, fan_out, as torchvision initializes its conv nets.
+CONV_INIT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="ssd_tf")
+class ImageNormalization(keras.layers.Layer):
+  """RGB images in [0, 255] [..., 3] -> (x[..., order] - mean) / std, order RGB or BGR.
+
+  ``mean`` and ``std`` are in pixels and in the output channel order.
+  """
+
+  def __init__(self, mean, std, bgr=False, **kwargs):
+    super().__init__(**kwargs)
+    self.mean = tuple(float(m) for m in mean)
+    self.std = tuple(float(s) for s in std)
+    self.bgr = bool(bgr)
+
+  def call(self, images):
+    if self.bgr:
+      images = keras.ops.flip(images, axis=-1)
+    mean = keras.ops.convert_to_tensor(self.mean, dtype=images.dtype)
+    std = keras.ops.convert_to_tensor(self.std, dtype=images.dtype)
+    return (images - mean) / std
+
+  def get_config(self):
+    return {**super().get_config(), "mean": self.mean, "std": self.std, "bgr": self.bgr}
+
+
+def torch_normalization(name="torch_normalization"):
+  """(x / 255 - mean) / std on RGB, the torchvision ImageNet preprocessing."""
+  return ImageNormalization([255.0 * m for m in IMAGENET_MEAN_RGB], [255.0 * s for s in IMAGENET_STD_RGB],
+                            name=name)
+
+
+def caffe_normalization(name="caffe_normalization"):
+  """RGB -> BGR minus the ImageNet mean, keras.applications' 'caffe' mode (ResNet50/101, VGG16)."""
+  return ImageNormalization(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), bgr=True, name=name)
+
+
+def weighted_layer_names(model):
+  """Names of the layers of ``model`` that hold weights, in model order."""
+  return [layer.name for layer in model.layers if layer.weights]
+
+
+def copy_layer_weights(target, source, names):
+  """Sets each layer ``names`` of ``target`` to the weights of the same-named layer of ``source``.
+
+  Raises ValueError naming the first layer that ``source`` lacks or whose weight shapes differ.
+  """
+  source_names = {layer.name for layer in source.layers}
+  for name in names:
+    if name not in source_names:
+      raise ValueError(f"layer {name!r} of {target.name} not found in {source.name}")
+    values = source.get_layer(name).get_weights()
+    layer = target.get_layer(name)
+    expected = [tuple(w.shape) for w in layer.weights]
+    if [np.shape(v) for v in values] != expected:
+      raise ValueError(f"layer {name!r}: {source.name} has weight shapes {[np.shape(v) for v in values]}, "
+                       f"{target.name} needs {expected}")
+    layer.set_weights(values)

@@ -1,0 +1,120 @@
+"""ResNet backbones cut after conv4 (torchvision's layer3), as in NVIDIA's SSD300-ResNet.
+
+The first block of conv4 runs at stride 1 (``conv4_stride=1``), so the single
+tap has stride 8: 38x38 for a 300 px input, 64x64 for 512 px. Tap channels:
+256 for ResNet-18/34 (BasicBlock), 1024 for ResNet-50/101 (Bottleneck).
+
+ResNet-50/101 copy keras.applications.ResNet50/101 layer for layer (v1: stride
+on the block's first 1x1 conv, convs with biases, BatchNorm epsilon 1.001e-5,
+same layer names) so their ImageNet weights transfer by name; their input
+normalization is keras.applications' 'caffe' mode. ResNet-18/34 follow
+torchvision (no conv biases, epsilon 1e-5, symmetric padding, torch mean/std
+normalization) and use the same naming scheme (conv{stage}_block{i}_{j}_conv).
+"""
+
+import functools
+
+import keras
+
+from ssd_tf.backbones import layers
+
+# Blocks per stage conv2, conv3, conv4 (conv5 is not used by SSD).
+BLOCKS = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 6), 101: (3, 4, 23)}
+_STAGE_WIDTHS = (64, 128, 256)
+_KERAS_APPLICATIONS = {50: "ResNet50", 101: "ResNet101"}
+
+
+def _is_bottleneck(depth):
+  return depth >= 50
+
+
+def _shortcut(x, channels, stride, name, conv, batch_norm):
+  if stride == 1 and x.shape[-1] == channels:
+    return x
+  x = conv(channels, 1, strides=stride, name=f"{name}_0_conv")(x)
+  return batch_norm(name=f"{name}_0_bn")(x)
+
+
+def _basic_block(x, width, stride, name, conv, batch_norm):
+  """torchvision BasicBlock: 3x3 (stride) -> 3x3, output ``width`` channels."""
+  shortcut = _shortcut(x, width, stride, name, conv, batch_norm)
+  if stride == 1:
+    y = conv(width, 3, padding="same", name=f"{name}_1_conv")(x)
+  else:  # torch pads 1 on every side; Keras' "same" would pad only bottom/right on even sizes
+    y = keras.layers.ZeroPadding2D(1, name=f"{name}_1_pad")(x)
+    y = conv(width, 3, strides=stride, name=f"{name}_1_conv")(y)
+  y = batch_norm(name=f"{name}_1_bn")(y)
+  y = keras.layers.Activation("relu", name=f"{name}_1_relu")(y)
+  y = conv(width, 3, padding="same", name=f"{name}_2_conv")(y)
+  y = batch_norm(name=f"{name}_2_bn")(y)
+  y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+  return keras.layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _bottleneck_block(x, width, stride, name, conv, batch_norm):
+  """keras.applications ResNet v1 block: 1x1 (stride) -> 3x3 -> 1x1, output 4 * ``width`` channels."""
+  shortcut = _shortcut(x, 4 * width, stride, name, conv, batch_norm)
+  y = conv(width, 1, strides=stride, name=f"{name}_1_conv")(x)
+  y = batch_norm(name=f"{name}_1_bn")(y)
+  y = keras.layers.Activation("relu", name=f"{name}_1_relu")(y)
+  y = conv(width, 3, padding="same", name=f"{name}_2_conv")(y)
+  y = batch_norm(name=f"{name}_2_bn")(y)
+  y = keras.layers.Activation("relu", name=f"{name}_2_relu")(y)
+  y = conv(4 * width, 1, name=f"{name}_3_conv")(y)
+  y = batch_norm(name=f"{name}_3_bn")(y)
+  y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+  return keras.layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def build_resnet(depth, conv4_stride=1, batchnorm_momentum=0.99, batchnorm_synchronized=False):
+  """ResNet-``depth`` stem..conv4 as a Keras model named ``resnet{depth}``.
+
+  Input: images [B, H, W, 3] already normalized by ``normalization(depth)``.
+  Output: a one-element list, the conv4 output [B, ceil(H/8), ceil(W/8), C]
+  (stride 16 with ``conv4_stride=2``, the ImageNet network's own stride).
+  """
+  if depth not in BLOCKS:
+    raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
+  bottleneck = _is_bottleneck(depth)
+  conv = functools.partial(keras.layers.Conv2D, use_bias=bottleneck, kernel_initializer=layers.CONV_INIT)
+  batch_norm = functools.partial(keras.layers.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
+                                 momentum=batchnorm_momentum, synchronized=batchnorm_synchronized)
+  block = _bottleneck_block if bottleneck else _basic_block
+
+  images = keras.Input((None, None, 3), name="normalized_images")
+  x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(images)
+  x = conv(64, 7, strides=2, name="conv1_conv")(x)
+  x = batch_norm(name="conv1_bn")(x)
+  x = keras.layers.Activation("relu", name="conv1_relu")(x)
+  x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # zeros are safe: inputs are post-ReLU
+  x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+  for stage, (blocks, width, stride) in enumerate(zip(BLOCKS[depth], _STAGE_WIDTHS, (1, 2, conv4_stride)),
+                                                  start=2):
+    for i in range(blocks):
+      x = block(x, width, stride if i == 0 else 1, f"conv{stage}_block{i + 1}", conv, batch_norm)
+  return keras.Model(images, [x], name=f"resnet{depth}")
+
+
+def normalization(depth):
+  """The input normalization layer the ResNet-``depth`` weights expect (RGB [0, 255] in)."""
+  return layers.caffe_normalization() if _is_bottleneck(depth) else layers.torch_normalization()
+
+
+def copy_keras_applications_weights(model, source):
+  """Copies a keras.applications ResNet50/101 ``source`` into ``model`` by layer name.
+
+  Works whatever ``model``'s conv4 stride: strides do not change kernel shapes.
+  """
+  layers.copy_layer_weights(model, source, layers.weighted_layer_names(model))
+
+
+def load_imagenet_weights(model, depth):
+  """Downloads keras.applications' ImageNet ResNet-50/101 and copies it into ``model``."""
+  if depth not in _KERAS_APPLICATIONS:
+    raise ValueError(
+        f"keras.applications has no ImageNet weights for resnet{depth} (only ResNet50/101). Set "
+        f"model.backbone_weights to a .weights.h5 file saved from "
+        f"ssd_tf.backbones.build_backbone('resnet{depth}').model (e.g. converted from torchvision or a "
+        f"KerasHub preset, see README), or to None to start from random weights")
+  source = getattr(keras.applications, _KERAS_APPLICATIONS[depth])(include_top=False, weights="imagenet")
+  copy_keras_applications_weights(model, source)

@@ -1,0 +1,198 @@
+"""Backbones: tap shapes, input normalizations, L2Normalization, weight transfer and weight files."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ssd_tf.backbones import NAMES, build_backbone, layers, resnet, vgg
+
+
+def _randomize(model, seed):
+  """Random weights everywhere, BatchNorm statistics included, scaled to keep activations O(1)."""
+  rng = np.random.default_rng(seed)
+  for variable in model.weights:
+    shape, kind = tuple(variable.shape), variable.path.split("/")[-1]
+    if kind == "kernel":
+      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+    elif kind in ("gamma", "moving_variance"):
+      value = rng.uniform(0.5, 1.5, shape)
+    else:
+      value = rng.normal(0.0, 0.1, shape)
+    variable.assign(value.astype(np.float32))
+
+
+def _images(seed, size, batch=2):
+  return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, size, size, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_taps_have_stride_8_and_16(name):
+  model = build_backbone(name).model
+  expected = {300: [(38, 38), (19, 19)], 512: [(64, 64), (32, 32)], 128: [(16, 16), (8, 8)]}
+  channels = {"resnet18": [256], "resnet34": [256], "resnet50": [1024], "resnet101": [1024],
+              "vgg16": [512, 1024]}
+  for size, sizes in expected.items():
+    taps = keras.tree.flatten(model(keras.Input((size, size, 3))))
+    assert [tuple(t.shape[1:]) for t in taps] == [s + (c,) for s, c in zip(sizes, channels[name])]
+
+
+def test_resnet18_forward_gives_38x38x256_tap():
+  (tap,) = build_backbone("resnet18").taps(_images(0, 300, batch=1))
+  assert tap.shape == (1, 38, 38, 256)
+  assert np.all(np.isfinite(tap)) and np.all(tap.numpy() >= 0.0) and tap.numpy().max() > 0.0
+
+
+def test_vgg16_pools_like_caffe_ceil_mode():
+  model = vgg.build_vgg16()
+  sizes = keras.Model(model.input, [model.get_layer(f"block{b}_pool").output for b in range(1, 6)])(
+      keras.Input((300, 300, 3)))
+  assert [s.shape[1] for s in sizes] == [150, 75, 38, 19, 19]
+  # Ceil-mode 2x2/2 pooling of a 5x5 map: the last row/column windows hold a single row/column.
+  x = np.random.default_rng(0).normal(size=(1, 5, 5, 1)).astype(np.float32)
+  padded = np.pad(x[0, :, :, 0], ((0, 1), (0, 1)), constant_values=-np.inf)
+  expected = padded.reshape(3, 2, 3, 2).max(axis=(1, 3))
+  np.testing.assert_array_equal(model.get_layer("block4_pool")(x)[0, :, :, 0], expected)
+
+
+def test_torch_normalization_is_mean_std_on_rgb():
+  images = _images(1, 4)
+  mean, std = np.array(layers.IMAGENET_MEAN_RGB), np.array(layers.IMAGENET_STD_RGB)
+  expected = (images / 255.0 - mean) / std
+  np.testing.assert_allclose(resnet.normalization(18)(images), expected, rtol=1e-5, atol=1e-5)
+  assert isinstance(build_backbone("resnet34").normalization, layers.ImageNormalization)
+
+
+def test_caffe_normalization_matches_keras_applications():
+  images = _images(2, 4)
+  for ours, theirs in ((resnet.normalization(50), keras.applications.resnet.preprocess_input),
+                       (vgg.normalization(), keras.applications.vgg16.preprocess_input)):
+    np.testing.assert_allclose(ours(images), theirs(images.copy()), rtol=1e-6, atol=1e-4)
+
+
+def test_l2_normalization_values_gradient_and_float16():
+  x = np.random.default_rng(3).normal(size=(2, 3, 3, 4)).astype(np.float32)
+  layer = vgg.L2Normalization()
+  with tf.GradientTape() as tape:
+    y = layer(x)
+    total = tf.reduce_sum(y)
+  unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+  np.testing.assert_allclose(y, 20.0 * unit, rtol=1e-5)
+  # d sum(y) / d scale_c = sum over positions of the unit vectors' c component
+  np.testing.assert_allclose(tape.gradient(total, layer.scale), unit.sum(axis=(0, 1, 2)),
+                             rtol=1e-5, atol=1e-6)
+  # Activations of a few hundred: their float16 sum of squares would overflow, the layer's does not.
+  half = vgg.L2Normalization(dtype="mixed_float16")
+  big = 300.0 * np.abs(x)
+  y16 = half(big)
+  assert y16.dtype == tf.float16
+  expected = 20.0 * big / np.linalg.norm(big, axis=-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(y16, np.float32), expected, rtol=2e-3, atol=2e-2)
+
+
+def _assert_same_weights(model, source):
+  for name in layers.weighted_layer_names(model):
+    for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights, strict=True):
+      np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
+
+def test_resnet50_copies_keras_applications_layer_by_layer():
+  source = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+  _randomize(source, 4)
+  reference = keras.Model(source.input, source.get_layer("conv4_block6_out").output)
+  images = _images(5, 64)
+  expected = reference(keras.applications.resnet.preprocess_input(images.copy())).numpy()
+
+  standard = resnet.build_resnet(50, conv4_stride=2)  # the ImageNet network's own strides
+  resnet.copy_keras_applications_weights(standard, source)
+  actual = standard(resnet.normalization(50)(images))  # one tap: Keras returns it bare
+  assert actual.shape == expected.shape == (2, 4, 4, 1024)
+  # Same float32 ops in the same order up to oneDNN blocking: relative error ~1e-6.
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+  ssd = resnet.build_resnet(50)  # conv4 at stride 1: same kernel shapes, same values
+  resnet.copy_keras_applications_weights(ssd, source)
+  _assert_same_weights(ssd, source)
+  assert ssd(resnet.normalization(50)(images)).shape == (2, 8, 8, 1024)
+
+
+def test_vgg16_copies_keras_applications_conv_layers():
+  source = keras.applications.VGG16(weights=None, include_top=False, input_shape=(64, 64, 3))
+  _randomize(source, 6)
+  images = _images(7, 64)
+  expected = keras.Model(source.input, source.get_layer("block5_conv3").output)(
+      keras.applications.vgg16.preprocess_input(images.copy())).numpy()
+
+  model = vgg.build_vgg16()
+  conv6_before = model.get_layer("conv6").get_weights()
+  assert vgg.copy_keras_applications_weights(model, source) == list(vgg.CONV_LAYERS)
+  # Even sizes (64 -> 4): "same" pooling equals keras.applications' "valid" pooling.
+  actual = keras.Model(model.input, model.get_layer("block5_conv3").output)(vgg.normalization()(images))
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+  for ours, theirs in zip(conv6_before, model.get_layer("conv6").get_weights()):  # no top: conv6 untouched
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_vgg16_conv6_conv7_subsample_fc6_fc7():
+  source = keras.applications.VGG16(weights=None, include_top=True)  # 138M parameters: 3-7 s to build
+  model = vgg.build_vgg16()
+  assert vgg.copy_keras_applications_weights(model, source)[-2:] == ["conv6", "conv7"]
+  fc6_kernel, fc6_bias = source.get_layer("fc1").get_weights()
+  fc7_kernel, fc7_bias = source.get_layer("fc2").get_weights()
+  conv6_kernel, conv6_bias = model.get_layer("conv6").get_weights()
+  conv7_kernel, conv7_bias = model.get_layer("conv7").get_weights()
+  assert conv6_kernel.shape == (3, 3, 512, 1024) and conv7_kernel.shape == (1, 1, 1024, 1024)
+  for y, x, c, o in [(0, 0, 0, 0), (1, 2, 17, 5), (2, 1, 511, 1023)]:
+    # Flatten order of fc6's [7, 7, 512] input: (row * 7 + column) * 512 + channel
+    assert conv6_kernel[y, x, c, o] == fc6_kernel[(3 * y * 7 + 3 * x) * 512 + c, 4 * o]
+  np.testing.assert_array_equal(conv6_bias, fc6_bias[::4])
+  np.testing.assert_array_equal(conv7_kernel[0, 0], fc7_kernel[::4, ::4])
+  np.testing.assert_array_equal(conv7_bias, fc7_bias[::4])
+
+
+def test_copy_reports_mismatched_layers():
+  with pytest.raises(ValueError, match="conv1_conv.*weight shapes"):
+    resnet.copy_keras_applications_weights(resnet.build_resnet(18), resnet.build_resnet(50))
+
+
+def test_weights_file_round_trip(tmp_path):
+  saved = build_backbone("resnet18").model
+  _randomize(saved, 8)
+  path = tmp_path / "resnet18.weights.h5"
+  saved.save_weights(path)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # Keras warns when parts of a file do not match
+    loaded = build_backbone("resnet18", path).model
+  x = _images(9, 64)
+  expected = saved(x).numpy()
+  assert np.abs(expected).max() > 0.0
+  np.testing.assert_array_equal(loaded(x), expected)
+
+
+def test_weights_file_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
+    build_backbone("resnet18", tmp_path / "missing.weights.h5")
+  path = tmp_path / "resnet34.weights.h5"
+  build_backbone("resnet34").model.save_weights(path)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    with pytest.raises(ValueError, match="resnet34.weights.h5: cannot load .* into backbone resnet18"):
+      build_backbone("resnet18", path)
+
+
+def test_unknown_name_and_missing_imagenet_weights():
+  with pytest.raises(ValueError, match="resnet152.*resnet18, resnet34, resnet50, resnet101, vgg16"):
+    build_backbone("resnet152")
+  with pytest.raises(ValueError, match="keras.applications has no ImageNet weights for resnet18.*weights.h5"):
+    build_backbone("resnet18", "imagenet")
+
+
+def test_custom_layers_serialize():
+  x = np.abs(np.random.default_rng(10).normal(size=(1, 2, 2, 3)).astype(np.float32)) * 100.0
+  for layer in (layers.caffe_normalization(), layers.torch_normalization(),
+                vgg.L2Normalization(initial_scale=7.0)):
+    copy = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(copy) is type(layer)
+    np.testing.assert_allclose(copy(x), layer(x), rtol=1e-6)
