@@ -244,3 +244,31 @@ def format_per_class(metrics):
 def format_report(backbone_name, metrics):
   """What eval mode prints: the AP table, then the 12 stats, then per-class AP."""
   return "\n\n".join([format_table(backbone_name, metrics), format_stats(metrics), format_per_class(metrics)])
+
+
+def ground_truth_from_dataset(dataset, label_map):
+  """A pycocotools COCO built from eval batches (for sources without an instances json, e.g. tfds).
+
+  Boxes go back to pixels of the original image; each box's area is its box area
+  (COCO's own areas come from segmentations, so APs/APm/APl can differ slightly).
+  """
+  images, annotations = [], []
+  for batch in dataset:
+    for image_id, (height, width), boxes, labels, crowd in zip(
+        np.asarray(batch["image_id"]), np.asarray(batch["original_size"]), np.asarray(batch["boxes"]),
+        np.asarray(batch["labels"]), np.asarray(batch["is_crowd"])):
+      images.append(dict(id=int(image_id), height=int(height), width=int(width)))
+      keep = labels > 0
+      if not keep.any():
+        continue
+      xywh = box_ops.boxes_to_coco_xywh(boxes[keep], height, width)
+      for box, category_id, is_crowd in zip(xywh, label_map.category_ids(labels[keep]), crowd[keep]):
+        annotations.append(dict(id=len(annotations) + 1, image_id=int(image_id),
+                                category_id=int(category_id), bbox=[float(v) for v in box],
+                                area=float(box[2] * box[3]), iscrowd=int(is_crowd)))
+  coco = COCO()
+  coco.dataset = dict(images=images, annotations=annotations,
+                      categories=[dict(id=e["category_id"], name=e["name"]) for e in label_map.entries])
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco.createIndex()
+  return coco

@@ -1,0 +1,45 @@
+r"""Exports a trained ssd_tf checkpoint as a SavedModel for TF Serving.
+
+  python export_savedmodel.py --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
+      [--checkpoint=runs/r50/best/ckpt-40000] [--export_dir=runs/r50/export/saved_model]
+
+Signatures: serving_default (tf.string [B] encoded JPEG/PNG bytes) and
+serving_images (uint8 [B, H, W, 3]); outputs detection_boxes, detection_scores,
+detection_classes (dataset category ids), num_detections. See README "Serving".
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the model was trained with.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (checkpoints, label_map.json).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: newest in --workdir).")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None,
+                                  "Output directory (default: <workdir>/export/saved_model).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    if _CONFIG.value is None:
+      raise ValueError("--config is required: the config the model was trained with")
+    if not _WORKDIR.value:
+      raise ValueError("--workdir is required: the training run directory")
+    config = _CONFIG.value
+    config.get("name")  # a config that failed to load raises here, naming the file
+    from ssd_tf import runner  # pylint: disable=g-import-not-at-top
+    runner.export(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
+  except (OSError, ValueError, KeyError) as error:
+    if _TRACEBACK.value:
+      raise
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

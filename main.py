@@ -1,0 +1,86 @@
+r"""ssd_tf command line: prepare data, train, evaluate, predict.
+
+  python main.py --mode=train --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
+      --config.data.tfrecord_dir=/data/coco_tfrecords --config.train.batch_size=64
+
+Every config field can be overridden with --config.<field>=value.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+MODES = ("synthetic", "prepare", "train", "eval", "train_and_eval", "predict")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py); override fields with --config.a.b=value.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", MODES,
+    "synthetic: write the synthetic COCO-layout dataset to config.data.coco_dir. "
+    "prepare: COCO json + images in config.data.coco_dir -> TFRecords in config.data.tfrecord_dir. "
+    "train / eval / train_and_eval: in --workdir. predict: --images -> JSON + annotated images.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, TensorBoard logs, label map, metrics, exports.")
+_SPLITS = flags.DEFINE_list(
+    "splits", None, "prepare: splits to convert (default: config.data.train_split and eval_split).")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
+                                    "prepare: parallel image readers.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "eval/predict: a checkpoint path (default: the newest in --workdir).")
+_SAVED_MODEL = flags.DEFINE_string(
+    "saved_model", None, "predict: use this exported SavedModel instead of a checkpoint.")
+_IMAGES = flags.DEFINE_list("images", None, "predict: image files, folders or glob patterns.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "predict: where detections.json and annotated images go "
+    "(default: <workdir>/predictions).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def _require_workdir():
+  if not _WORKDIR.value:
+    raise ValueError(f"--mode={_MODE.value} needs --workdir")
+  return _WORKDIR.value
+
+
+def run(mode, config):
+  """Dispatches one mode; TensorFlow is imported only here."""
+  from ssd_tf import runner  # pylint: disable=g-import-not-at-top
+  if mode == "synthetic":
+    return runner.write_synthetic(config)
+  if mode == "prepare":
+    return runner.prepare(config, splits=_SPLITS.value, num_workers=_NUM_WORKERS.value)
+  if mode == "train":
+    return runner.train(config, _require_workdir(), evaluate=False)
+  if mode == "train_and_eval":
+    return runner.train(config, _require_workdir(), evaluate=True)
+  if mode == "eval":
+    return runner.evaluate(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
+  if mode == "predict":
+    if not _IMAGES.value:
+      raise ValueError("--mode=predict needs --images (files, folders or globs)")
+    return runner.predict(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
+                          saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
+  raise ValueError(f"unknown --mode={mode}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    if _CONFIG.value is None:
+      raise ValueError("--config is required (e.g. --config=configs/ssd300_resnet50_coco.py)")
+    config = _CONFIG.value
+    config.get("name")  # a config that failed to load raises here, naming the file
+    run(_MODE.value, config)
+  except (OSError, ValueError, KeyError, FloatingPointError) as error:
+    if _TRACEBACK.value:
+      raise
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
