@@ -93,7 +93,9 @@ def base_config():
       keep_empty_images=True,
       max_boxes=100,              # ground truth rows per image after padding
       shuffle_buffer=1024,
-      deterministic=False,
+      deterministic=False,        # repeatable order and augmentation from `seed` (slower)
+      mean_rgb=(123.7, 116.3, 103.5),  # dataset mean RGB pixel: expand fill (ImageNet/COCO mean)
+      num_parallel_calls=-1,      # tf.data parallel decode + augment calls (-1: AUTOTUNE)
       augment=ml_collections.ConfigDict(dict(
           photometric_prob=0.5,
           brightness_delta=32.0,
@@ -103,15 +105,19 @@ def base_config():
           expand_prob=0.5,
           expand_max_ratio=4.0,
           crop_prob=1.0,          # the paper samples a crop for every image ("none" is one choice)
-          crop_min_ious=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9),
+          crop_min_ious=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9),  # 0.0: a crop without IoU constraint
+          crop_keep_whole=True,   # one more equally likely choice: keep the whole image (paper)
           crop_scale_range=(0.3, 1.0),
           crop_aspect_range=(0.5, 2.0),
           crop_max_trials=50,
           flip_prob=0.5,
+          min_box_px=1.0,         # boxes under this many output pixels on a side are dropped
       )),
   ))
 
   c.train = ml_collections.ConfigDict(dict(
+      strategy="auto",            # auto | default | mirrored | multi_worker (see ssd_tf/distribute.py)
+      devices=(),                 # devices for "mirrored" (empty: all GPUs)
       batch_size=32,              # global batch; per replica = batch_size / replicas
       steps=240_000,
       base_learning_rate=2.6e-3,  # for batch 32 (NVIDIA SSD300 recipe, scaled linearly)

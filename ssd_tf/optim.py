@@ -57,11 +57,15 @@ def peak_learning_rate(train_config):
 
 
 def make_optimizer(train_config):
-  """SGD(momentum) on the warmup schedule; wrapped for loss scaling under mixed_float16."""
+  """SGD(momentum) on the warmup schedule; wrapped for loss scaling under mixed_float16.
+
+  grad_clip_norm > 0 clips the global norm of the (summed, unscaled) gradients.
+  """
   schedule = WarmupDecay(peak_learning_rate(train_config), train_config.warmup_steps,
                          train_config.steps, train_config.schedule, train_config.step_boundaries,
                          train_config.step_factor)
-  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_config.momentum)
+  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_config.momentum,
+                                   global_clipnorm=train_config.grad_clip_norm or None)
   if train_config.mixed_precision == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer
