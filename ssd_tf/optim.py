@@ -57,15 +57,11 @@ def peak_learning_rate(train_config):
 
 
 def make_optimizer(train_config):
-  """SGD(momentum) on the warmup schedule; wrapped for loss scaling under mixed_float16.
-
-  grad_clip_norm > 0 clips the global norm of the (summed, unscaled) gradients.
-  """
+  """SGD(momentum) on the warmup schedule; wrapped for loss scaling under mixed_float16."""
   schedule = WarmupDecay(peak_learning_rate(train_config), train_config.warmup_steps,
                          train_config.steps, train_config.schedule, train_config.step_boundaries,
                          train_config.step_factor)
-  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_config.momentum,
-                                   global_clipnorm=train_config.grad_clip_norm or None)
+  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_config.momentum)
   if train_config.mixed_precision == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer
@@ -87,3 +83,22 @@ def weight_decay_loss(variables, weight_decay, num_replicas=1):
   if not weight_decay or not decayed:
     return tf.constant(0.0)
   return 0.5 * weight_decay / num_replicas * tf.add_n(decayed)
+
+
+def clip_gradients(gradients, clip_norm, loss_scale=1.0):
+  """Clips the global-batch gradient to global norm clip_norm (inside strategy.run).
+
+  Keras' own ``global_clipnorm`` clips each replica's share before the optimizer
+  sums them, which is not the norm of the global gradient. Here the replicas'
+  gradients are summed first, clipped, and divided by the replica count again
+  (the optimizer then sums the identical copies). ``loss_scale`` is the mixed
+  precision loss scale the gradients are still multiplied by.
+  """
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context else 1
+  if replicas > 1:
+    gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+  gradients, _ = tf.clip_by_global_norm(gradients, clip_norm * loss_scale)
+  if replicas > 1:
+    gradients = [g / replicas for g in gradients]
+  return gradients

@@ -115,6 +115,9 @@ class Trainer:
       decay = optim.weight_decay_loss(variables, cfg.train.weight_decay, self.num_replicas)
       scaled = self.optimizer.scale_loss(losses["loss"] + decay)
     gradients = tape.gradient(scaled, variables)
+    if cfg.train.grad_clip_norm > 0:
+      loss_scale = getattr(self.optimizer, "dynamic_scale", 1.0)
+      gradients = optim.clip_gradients(gradients, cfg.train.grad_clip_norm, loss_scale)
     self.optimizer.apply(gradients, variables)
     return {"loss": losses["loss"] + decay, "loc_loss": losses["loc_loss"],
             "cls_loss": losses["cls_loss"], "weight_decay": decay}
