@@ -113,6 +113,13 @@ def base_config():
           flip_prob=0.5,
           min_box_px=1.0,         # boxes under this many output pixels on a side are dropped
       )),
+      synthetic=ml_collections.ConfigDict(dict(  # --mode=synthetic (ssd_tf/data/synthetic.py)
+          num_train=2000,
+          num_val=200,
+          image_size=(256, 320),  # (min side, max side) in pixels
+          seed=0,
+          max_objects=6,          # 1..max_objects shapes per image (at most 8)
+      )),
   ))
 
   c.train = ml_collections.ConfigDict(dict(

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from ssd_tf import anchors as anchors_lib
 from ssd_tf import postprocess as postprocess_lib
+from ssd_tf.data import augment
 
 
 class DetectionModule(tf.Module):
@@ -36,10 +37,9 @@ class DetectionModule(tf.Module):
         np.concatenate([[0.0], label_map.category_ids(np.arange(1, label_map.num_classes + 1))]),
         dtype=tf.float32)
 
-  def _resize(self, image):
-    """uint8 [H, W, 3] -> float32 [S, S, 3] in [0, 255] (whole image, no letterbox)."""
-    size = (self._image_size, self._image_size)
-    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+  def _resize(self, images):
+    """uint8 [(B,) H, W, 3] -> float32 [(B,) S, S, 3] in [0, 255]: the eval pipeline's resize."""
+    return augment.resize(tf.cast(images, tf.float32), self._image_size)
 
   def _decode(self, encoded):
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
@@ -67,8 +67,7 @@ class DetectionModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
   def serve_images(self, images):
-    size = (self._image_size, self._image_size)
-    return self.detect(tf.image.resize(tf.cast(images, tf.float32), size, method="bilinear"))
+    return self.detect(self._resize(images))
 
 
 def export_saved_model(model, config, label_map, label_map_path, export_dir):

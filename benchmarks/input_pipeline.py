@@ -1,0 +1,114 @@
+"""Training input pipeline throughput: images/s with the full SSD augmentation, printed as one JSON line.
+
+Prepares --split of a COCO 2017 layout (default: the COCO sample next to the repo) into a
+temporary folder, then times ssd_tf.data.pipeline.train_dataset (interleave, shuffle, decode,
+photometric distortion, expand, IoU crop, flip, resize, pad, batch, prefetch; endless) at
+--image_size after --warmup batches, in --rounds rounds of --batches batches (the median is
+reported). The same images repeat, as in the peer's epochs. With --peer_python, torchvision's SSD
+transforms (../shared/peer/torch_pipeline_bench.py, 2 DataLoader workers) run right after, in the
+same sitting, and the ratio is reported.
+
+  python benchmarks/input_pipeline.py --peer_python=/tmp/peer/venv/bin/python
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PEER_SCRIPT = REPO.parent / "shared" / "peer" / "torch_pipeline_bench.py"
+
+
+def _cpu_model():
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+  except OSError:
+    return platform.processor()
+
+
+def _rate(iterator, batches, batch_size):
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, deterministic, workdir):
+  """Prepares the split into workdir and times the training and evaluation pipelines."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import defaults  # pylint: disable=g-import-not-at-top
+  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
+
+  summary = prepare.prepare_split(coco_dir, split, workdir, num_shards=4, num_workers=os.cpu_count() or 1,
+                                  verbose=False)
+  config = defaults.base_config()
+  config.model.image_size = image_size
+  config.data.tfrecord_dir = workdir
+  config.data.train_split = config.data.eval_split = split
+  config.data.deterministic = deterministic
+  config.train.batch_size = config.eval.batch_size = batch_size
+
+  train = iter(pipeline.train_dataset(config))
+  _rate(train, warmup, batch_size)
+  rates = [_rate(train, batches, batch_size) for _ in range(rounds)]
+  resize_only = iter(pipeline.eval_dataset(config).repeat())
+  _rate(resize_only, warmup, batch_size)
+  return dict(
+      images_per_s=round(statistics.median(rates), 2), rounds_images_per_s=[round(r, 2) for r in rates],
+      decode_resize_images_per_s=round(_rate(resize_only, batches, batch_size), 2),
+      images_in_split=summary["images"], tensorflow=tf.__version__)
+
+
+def run_peer(peer_python, coco_dir, split, batch_size, epochs):
+  """torchvision's SSD transforms with a 2-worker DataLoader; its JSON line as a dict."""
+  command = [peer_python, str(PEER_SCRIPT), "--root", coco_dir, "--split", split, "--workers", "2",
+             "--batch", str(batch_size), "--epochs", str(epochs)]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise RuntimeError(f"peer benchmark failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--coco_dir", default=str(REPO.parent / "shared" / "data" / "coco_tiny"))
+  parser.add_argument("--split", default="train2017")
+  parser.add_argument("--image_size", type=int, default=300)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--warmup", type=int, default=20, help="batches before timing")
+  parser.add_argument("--batches", type=int, default=100, help="batches per timed round")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--deterministic", action="store_true", help="config.data.deterministic=True")
+  parser.add_argument("--peer_python", default="", help="python of the torch peer venv: run it too")
+  parser.add_argument("--peer_epochs", type=int, default=10)
+  args = parser.parse_args()
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  sys.path.insert(0, str(REPO))
+  with tempfile.TemporaryDirectory() as workdir:
+    ours = measure(args.coco_dir, args.split, args.image_size, args.batch, args.warmup, args.batches,
+                   args.rounds, args.deterministic, workdir)
+  report = dict(
+      bench="ssd_tf_input_pipeline", augment="ssd", image_size=args.image_size, batch=args.batch,
+      deterministic=args.deterministic, **ours,
+      machine=dict(cpu=_cpu_model(), nproc=os.cpu_count(), python=platform.python_version(),
+                   platform=platform.platform(), date=datetime.datetime.now().isoformat(timespec="seconds")))
+  if args.peer_python:
+    peer = run_peer(args.peer_python, args.coco_dir, args.split, args.batch, args.peer_epochs)
+    report["peer"] = peer
+    report["speedup_vs_peer"] = round(ours["images_per_s"] / peer["images_per_s"], 2)
+  print(json.dumps(report))
+
+
+if __name__ == "__main__":
+  main()
