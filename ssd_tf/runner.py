@@ -29,6 +29,7 @@ from ssd_tf.data import synthetic
 from ssd_tf.label_map import LabelMap
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+DRAW_SCORE_THRESHOLD = 0.3  # detections drawn on images (TensorBoard, predict)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -147,10 +148,10 @@ class Evaluator:
       return None
     batch = next(iter(self.dataset.unbatch().take(count).batch(count)))
     detections = {k: v.numpy() for k, v in predict_fn(batch["image"]).items()}
-    ground_truth = [boxes[labels > 0] for boxes, labels in zip(batch["boxes"].numpy(),
-                                                               batch["labels"].numpy())]
+    # Scores are sorted: draw only the confident ones.
+    detections["num_detections"] = (detections["scores"] >= DRAW_SCORE_THRESHOLD).sum(axis=1)
     return visualize.draw_detection_batch(batch["image"].numpy(), detections, self.label_map.names(),
-                                          ground_truth=ground_truth)
+                                          ground_truth=batch["boxes"].numpy())
 
 
 # --- modes ----------------------------------------------------------------------------------------
@@ -215,11 +216,12 @@ def _detector(config, workdir, checkpoint, saved_model):
   label_map = load_label_map(workdir)
   model, _ = train_lib.restore_model(config, workdir, checkpoint)
   module = export_lib.DetectionModule(model, config, label_map, _label_map_path(workdir))
-  return module.serve_encoded, label_map
+  # A closure: tf.function methods hold their instance weakly, the module must stay alive.
+  return lambda encoded: module.serve_encoded(encoded), label_map
 
 
 def predict(config, workdir, patterns, checkpoint=None, saved_model=None, output_dir=None,
-            score_threshold=0.3):
+            score_threshold=DRAW_SCORE_THRESHOLD):
   """Detects objects in image files: detections.json and annotated PNGs in output_dir.
 
   An unreadable file is reported by name and the other images are still processed.

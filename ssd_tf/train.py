@@ -7,7 +7,7 @@ number of positives of the *global* batch, so summing replica gradients (what
 the optimizer does) gives the gradient of the global-batch loss; nothing else
 divides by the replica count.
 
-Checkpoints hold the model, the optimizer (step counter included) and are
+Checkpoints hold the model, the optimizer and the number of steps run, and are
 written every ``checkpoint_every`` steps and at the end; the last
 ``keep_checkpoints`` are kept, plus the best by COCO AP under ``best/``.
 TensorBoard summaries are flushed together with checkpoints, so after a crash
@@ -15,6 +15,7 @@ the event files hold exactly the steps the checkpoint holds and a resumed run
 never repeats a step there.
 """
 
+import contextlib
 import math
 import os
 import shutil
@@ -44,6 +45,20 @@ def set_precision_policy(train_config):
   keras.mixed_precision.set_global_policy(policy)
 
 
+def check_jit_compile(train_config, num_replicas):
+  """XLA compiles the whole replica step, which is measured to work with one replica only.
+
+  With two replicas (MirroredStrategy on 2 logical CPUs) the compiled step cannot reach
+  the second replica's variables ("Trying to access resource ... located in device
+  CPU:1 from device CPU:0"), and the step holds cross-replica all-reduces (loss
+  normalizer, synchronized BatchNorm, gradients); Keras' own jit_compile="auto" is off
+  under any strategy too.
+  """
+  if train_config.jit_compile and num_replicas > 1:
+    raise ValueError(f"config.train.jit_compile=True runs with one replica only, and this strategy has "
+                     f"{num_replicas}: set --config.train.jit_compile=False (or train on one device)")
+
+
 def per_replica_batch_size(global_batch, num_replicas):
   if global_batch % num_replicas:
     raise ValueError(f"config.train.batch_size={global_batch} is not divisible by the "
@@ -61,13 +76,17 @@ class Trainer:
     self.is_chief = distribute.is_chief(strategy)
     self.num_replicas = strategy.num_replicas_in_sync
     per_replica_batch_size(config.train.batch_size, self.num_replicas)
+    check_jit_compile(config.train, self.num_replicas)
     set_precision_policy(config.train)
     with strategy.scope():
       self.model = model_lib.build_ssd(config)
       self.optimizer = optim.make_optimizer(config.train)
       self.optimizer.build(self.model.trainable_variables)
+    # Training steps run (= batches consumed). Not optimizer.iterations: under mixed_float16 the
+    # LossScaleOptimizer skips the update (and its iteration) of a step with non-finite gradients.
+    self.steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_run")
     self.anchors = tf.constant(anchors_lib.default_boxes(config.anchors, config.model.image_size))
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.steps_run)
     self._checkpoint_dir = self._writable_dir("checkpoints")
     self.manager = tf.train.CheckpointManager(self.checkpoint, self._checkpoint_dir,
                                               max_to_keep=config.train.keep_checkpoints)
@@ -81,7 +100,8 @@ class Trainer:
 
   @property
   def step(self):
-    return int(self.optimizer.iterations.numpy())
+    """Training steps run so far (restored from checkpoints)."""
+    return int(self.steps_run.numpy())
 
   def _writable_dir(self, name):
     """workdir/name on the chief; a per-task scratch dir on other workers (they must save too)."""
@@ -130,6 +150,7 @@ class Trainer:
     @tf.function
     def train_step(iterator):
       per_replica = self.strategy.run(replica_step, args=(next(iterator),))
+      self.steps_run.assign_add(1)
       # Each replica's terms are already normalized for the global batch: their sum is the loss.
       return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
               for k, v in per_replica.items()}
@@ -194,7 +215,7 @@ class Trainer:
 
   def _weights_finite(self):
     return all(bool(tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))))
-               for v in self.model.weights if v.dtype.is_floating)
+               for v in self.model.weights if "float" in str(v.dtype))
 
   def _log_setup(self, start):
     cfg = self.config.train
@@ -239,9 +260,12 @@ class Trainer:
       logging.info("New best AP %.4f at step %d, kept in %s", ap, step, self._best_dir)
 
   def _cleanup_scratch(self):
+    """Removes this worker's scratch dir, and workdir/tmp once no worker uses it."""
     if not self.is_chief:
-      shutil.rmtree(os.path.join(self.workdir, "tmp", distribute.task_name(self.strategy)),
-                    ignore_errors=True)
+      scratch_root = os.path.join(self.workdir, "tmp")
+      shutil.rmtree(os.path.join(scratch_root, distribute.task_name(self.strategy)), ignore_errors=True)
+      with contextlib.suppress(OSError):
+        os.rmdir(scratch_root)
 
 
 def _read_best_ap(best_dir):

@@ -1,0 +1,41 @@
+"""Quickstart: SSD-ResNet18 trained from scratch on the synthetic shapes dataset, on a CPU.
+
+`python main.py` runs it end to end (synthetic data -> prepare -> train -> eval ->
+export -> drawings) in --workdir (default runs/quickstart). Sized for 2 CPU cores.
+"""
+
+from ssd_tf import defaults
+
+
+def get_config():
+  config = defaults.base_config()
+  config.name = "quickstart"
+  config.model.backbone = "resnet18"
+  config.model.backbone_weights = None
+  config.model.num_classes = 8
+  config.model.image_size = 192
+  config.model.extra_layers = ((128, 256, 2, "same"), (128, 256, 2, "same"), (64, 128, 2, "same"),
+                               (64, 128, 2, "same"), (64, 128, 2, "same"))
+  config.anchors = defaults.anchor_config(dict(
+      feature_map_sizes=(24, 12, 6, 3, 2, 1),
+      aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+      scales=()), min_scale=0.1, max_scale=0.9)
+
+  config.data.synthetic.num_train = 2000
+  config.data.synthetic.num_val = 200
+  config.data.num_shards = 4
+  config.data.max_boxes = 16
+  config.data.shuffle_buffer = 512
+
+  config.train.batch_size = 16
+  config.train.steps = 2000
+  config.train.base_learning_rate = 0.05
+  config.train.scale_lr_with_batch = False
+  config.train.warmup_steps = 100
+  config.train.weight_decay = 5e-4
+  config.train.jit_compile = True
+  config.train.log_every = 50
+  config.train.checkpoint_every = 500
+  config.eval.batch_size = 16
+  config.eval.every_steps = 1000
+  return config
