@@ -1,4 +1,6 @@
-r"""ssd_tf command line: prepare data, train, evaluate, predict.
+r"""ssd_tf command line: quickstart, prepare data, train, evaluate, predict.
+
+  python main.py       # the quickstart: synthetic data -> train -> eval -> export, on a CPU
 
   python main.py --mode=train --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
       --config.data.tfrecord_dir=/data/coco_tfrecords --config.train.batch_size=64
@@ -13,12 +15,16 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ("synthetic", "prepare", "train", "eval", "train_and_eval", "predict")
+MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict")
+QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py); override fields with --config.a.b=value.")
+    "config", QUICKSTART_CONFIG,
+    "Experiment config file (configs/*.py); override fields with --config.a.b=value.")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", MODES,
+    "mode", "quickstart", MODES,
+    "quickstart: synthetic data -> prepare -> train -> eval -> export -> drawings, in --workdir "
+    "(default runs/quickstart). "
     "synthetic: write the synthetic COCO-layout dataset to config.data.coco_dir. "
     "prepare: COCO json + images in config.data.coco_dir -> TFRecords in config.data.tfrecord_dir. "
     "train / eval / train_and_eval: in --workdir. predict: --images -> JSON + annotated images.")
@@ -48,6 +54,8 @@ def _require_workdir():
 def run(mode, config):
   """Dispatches one mode; TensorFlow is imported only here."""
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
+  if mode == "quickstart":
+    return runner.quickstart(config, _WORKDIR.value or os.path.join("runs", "quickstart"))
   if mode == "synthetic":
     return runner.write_synthetic(config)
   if mode == "prepare":
@@ -70,8 +78,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    if _CONFIG.value is None:
-      raise ValueError("--config is required (e.g. --config=configs/ssd300_resnet50_coco.py)")
     config = _CONFIG.value
     config.get("name")  # a config that failed to load raises here, naming the file
     run(_MODE.value, config)

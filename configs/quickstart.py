@@ -37,5 +37,5 @@ def get_config():
   config.train.log_every = 50
   config.train.checkpoint_every = 500
   config.eval.batch_size = 16
-  config.eval.every_steps = 1000
+  config.eval.every_steps = 100_000  # only at the end
   return config

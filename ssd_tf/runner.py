@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import sys
+import time
 
 from absl import logging
 import numpy as np
@@ -271,3 +272,48 @@ def predict(config, workdir, patterns, checkpoint=None, saved_model=None, output
   print(f"predict: {len(results)} images, {sum(len(r['detections']) for r in results)} detections "
         f"(score >= {score_threshold}), {len(failures)} unreadable; written to {output_dir}", flush=True)
   return results
+
+
+def quickstart(config, workdir, num_drawings=4):
+  """The main job end to end: synthetic data -> prepare -> train (+eval) -> export -> drawings.
+
+  Data goes to config.data.coco_dir / tfrecord_dir, or under workdir when those are
+  empty; steps already done (data written, split prepared) are not repeated.
+  """
+  start = time.time()
+  data = config.data
+  data.coco_dir = data.coco_dir or os.path.join(workdir, "synthetic")
+  data.tfrecord_dir = data.tfrecord_dir or os.path.join(workdir, "tfrecords")
+  splits = (data.train_split, data.eval_split)
+  if not all(os.path.isfile(os.path.join(data.coco_dir, "annotations", f"instances_{s}.json"))
+             for s in splits):
+    _stage(f"1/5 writing the synthetic dataset to {data.coco_dir}")
+    write_synthetic(config)
+  if not all(os.path.isfile(records.summary_path(data.tfrecord_dir, s)) for s in splits):
+    _stage(f"2/5 preparing TFRecords in {data.tfrecord_dir}")
+    prepare(config, num_workers=os.cpu_count() or 1)
+  _stage(f"3/5 training {config.model.backbone} SSD{config.model.image_size} for "
+         f"{config.train.steps} steps in {workdir}")
+  train(config, workdir, evaluate=True)
+  _stage("4/5 exporting the SavedModel")
+  export_dir = export(config, workdir)
+  _stage("5/5 drawing detections of val images")
+  val_dir = os.path.join(data.coco_dir, data.eval_split)
+  images = [os.path.join(val_dir, n) for n in sorted(os.listdir(val_dir))[:num_drawings]]
+  predict(config, workdir, images, saved_model=export_dir,
+          output_dir=os.path.join(workdir, "predictions"))
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  print("\n" + evaluate_lib.format_table(config.model.backbone, metrics))
+  print(f"\nQuickstart done in {progress_lib.format_duration(time.time() - start)}.\n"
+        f"  checkpoints   {os.path.join(workdir, 'checkpoints')}\n"
+        f"  TensorBoard   tensorboard --logdir {workdir}\n"
+        f"  metrics       {os.path.join(workdir, 'metrics.json')}\n"
+        f"  SavedModel    {export_dir}\n"
+        f"  drawings      {os.path.join(workdir, 'predictions')}", flush=True)
+  return metrics
+
+
+def _stage(message):
+  print(f"\n== {message}", flush=True)
+
