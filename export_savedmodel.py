@@ -8,11 +8,11 @@ serving_images (uint8 [B, H, W, 3]); outputs detection_boxes, detection_scores,
 detection_classes (dataset category ids), num_detections. See README "Serving".
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from ssd_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The config the model was trained with.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (checkpoints, label_map.json).")
@@ -23,23 +23,17 @@ _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of a
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
+  with cli.user_errors(_TRACEBACK.value):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     if _CONFIG.value is None:
       raise ValueError("--config is required: the config the model was trained with")
     if not _WORKDIR.value:
       raise ValueError("--workdir is required: the training run directory")
-    config = _CONFIG.value
-    config.get("name")  # a config that failed to load raises here, naming the file
+    config = cli.load_config(_CONFIG)
     from ssd_tf import runner  # pylint: disable=g-import-not-at-top
     runner.export(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
-  except (OSError, ValueError, KeyError) as error:
-    if _TRACEBACK.value:
-      raise
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-    sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -9,11 +9,12 @@ Every config field can be overridden with --config.<field>=value.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from ssd_tf import cli
 
 MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict")
 QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
@@ -53,6 +54,8 @@ def _require_workdir():
 
 def run(mode, config):
   """Dispatches one mode; TensorFlow is imported only here."""
+  if mode == "predict" and not _IMAGES.value:
+    raise ValueError("--mode=predict needs --images (files, folders or globs)")
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
   if mode == "quickstart":
     return runner.quickstart(config, _WORKDIR.value or os.path.join("runs", "quickstart"))
@@ -67,26 +70,17 @@ def run(mode, config):
   if mode == "eval":
     return runner.evaluate(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
   if mode == "predict":
-    if not _IMAGES.value:
-      raise ValueError("--mode=predict needs --images (files, folders or globs)")
     return runner.predict(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
                           saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
   raise ValueError(f"unknown --mode={mode}")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    config = _CONFIG.value
-    config.get("name")  # a config that failed to load raises here, naming the file
-    run(_MODE.value, config)
-  except (OSError, ValueError, KeyError, FloatingPointError) as error:
-    if _TRACEBACK.value:
-      raise
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-    sys.exit(1)
+  with cli.user_errors(_TRACEBACK.value):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    run(_MODE.value, cli.load_config(_CONFIG))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -8,6 +8,7 @@ predictions/.
 import glob
 import json
 import os
+import re
 import sys
 import time
 
@@ -199,7 +200,7 @@ def find_images(patterns):
       paths += [os.path.join(pattern, n) for n in sorted(os.listdir(pattern))
                 if n.lower().endswith(IMAGE_EXTENSIONS)]
     elif any(ch in pattern for ch in "*?["):
-      paths += sorted(glob.glob(pattern))
+      paths += sorted(glob.glob(pattern)) or [pattern]  # no match: reported like a missing file
     else:
       paths.append(pattern)
   return list(dict.fromkeys(paths))
@@ -219,6 +220,13 @@ def _detector(config, workdir, checkpoint, saved_model):
   module = export_lib.DetectionModule(model, config, label_map, _label_map_path(workdir))
   # A closure: tf.function methods hold their instance weakly, the module must stay alive.
   return lambda encoded: module.serve_encoded(encoded), label_map
+
+
+def _unreadable_reason(error):
+  """Why an image file could not be read, on one line (without TensorFlow's op names)."""
+  if isinstance(error, OSError):
+    return error.strerror or str(error)
+  return re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", error.message).strip()
 
 
 def predict(config, workdir, patterns, checkpoint=None, saved_model=None, output_dir=None,
@@ -244,7 +252,7 @@ def predict(config, workdir, patterns, checkpoint=None, saved_model=None, output
       image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
       outputs = {k: v.numpy()[0] for k, v in detector(tf.constant([encoded])).items()}
     except (OSError, tf.errors.InvalidArgumentError) as error:
-      message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+      message = _unreadable_reason(error)
       print(f"predict: skipping {path}: {message}", file=sys.stderr)
       failures.append(dict(file=path, error=message))
       continue

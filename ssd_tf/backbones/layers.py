@@ -9,8 +9,11 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 # keras.applications 'caffe' preprocessing: BGR channels minus these means (pixels).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
-# He (Kaiming) normal, fan_out, as torchvision initializes its conv nets.
-CONV_INIT = keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+# He (Kaiming) normal, fan_out, as torchvision initializes its conv nets. A config, not an
+# instance: each layer deserializes its own initializer with its own seed (drawn from Python's
+# `random`), whereas one shared instance gives every kernel of a shape the same values.
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 
 @keras.saving.register_keras_serializable(package="ssd_tf")
