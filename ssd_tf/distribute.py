@@ -17,22 +17,37 @@ import tensorflow as tf
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
-def _num_tf_config_workers():
-  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-  return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+def tf_config_num_tasks():
+  """Number of chief + worker tasks TF_CONFIG names (0 when TF_CONFIG is unset)."""
+  raw = os.environ.get("TF_CONFIG", "")
+  if not raw:
+    return 0
+  try:
+    cluster = json.loads(raw)["cluster"]
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+  except (ValueError, KeyError, TypeError, AttributeError) as error:
+    raise ValueError(f"TF_CONFIG must be a JSON object with a 'cluster' of 'worker' (and 'chief') "
+                     f"address lists; got {raw!r} ({type(error).__name__}: {error})") from None
+
+
+def choose_strategy_kind(kind, num_tasks, num_gpus):
+  """The strategy kind to build: ``kind`` itself unless "auto", which picks (in this order)
+  "multi_worker" for several cluster tasks, "mirrored" when GPUs are visible, else "default"."""
+  if kind not in STRATEGIES:
+    raise ValueError(f"config.train.strategy={kind!r}: choose one of {', '.join(STRATEGIES)}")
+  if kind != "auto":
+    return kind
+  if num_tasks > 1:
+    return "multi_worker"
+  return "mirrored" if num_gpus else "default"
 
 
 def make_strategy(kind="auto", devices=()):
-  """A tf.distribute.Strategy of the given kind ("auto" picks as the module docstring says)."""
-  if kind not in STRATEGIES:
-    raise ValueError(f"config.train.strategy={kind!r}: choose one of {', '.join(STRATEGIES)}")
-  if kind == "auto":
-    if _num_tf_config_workers() > 1:
-      kind = "multi_worker"
-    elif tf.config.list_physical_devices("GPU"):
-      kind = "mirrored"
-    else:
-      kind = "default"
+  """A tf.distribute.Strategy of the given kind ("auto" picks as the module docstring says).
+
+  A multi-worker strategy must be created before any other TensorFlow op runs in the process.
+  """
+  kind = choose_strategy_kind(kind, tf_config_num_tasks(), len(tf.config.list_physical_devices("GPU")))
   if kind == "multi_worker":
     implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL
                       if tf.config.list_physical_devices("GPU")
@@ -43,6 +58,15 @@ def make_strategy(kind="auto", devices=()):
   if kind == "mirrored":
     return tf.distribute.MirroredStrategy(devices=list(devices) or None)
   return tf.distribute.get_strategy()
+
+
+def strategy_kind(strategy):
+  """The config.train.strategy name of a strategy ("multi_worker", "mirrored", "default"), for logs."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return "multi_worker"
+  if isinstance(strategy, tf.distribute.MirroredStrategy):
+    return "mirrored"
+  return "default" if strategy is tf.distribute.get_strategy() else type(strategy).__name__
 
 
 def is_chief(strategy):

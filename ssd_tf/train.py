@@ -10,14 +10,15 @@ divides by the replica count.
 Checkpoints hold the model, the optimizer and the number of steps run, and are
 written every ``checkpoint_every`` steps and at the end; the last
 ``keep_checkpoints`` are kept, plus the best by COCO AP under ``best/``.
-TensorBoard summaries are flushed together with checkpoints, so after a crash
-the event files hold exactly the steps the checkpoint holds and a resumed run
-never repeats a step there.
+TensorBoard summaries of a step are written once a checkpoint holds that step
+(TensorFlow puts each summary in the event file at once, flush or not), so after
+a crash the event files hold no step that the resumed run writes again.
 """
 
 import contextlib
 import math
 import os
+import random
 import shutil
 import time
 
@@ -78,6 +79,10 @@ class Trainer:
     per_replica_batch_size(config.train.batch_size, self.num_replicas)
     check_jit_compile(config.train, self.num_replicas)
     set_precision_policy(config.train)
+    # The same initial weights on every run of a config: Keras draws each initializer's seed from
+    # Python's `random`. (Not keras.utils.set_random_seed: a TF global seed of 0 breaks tf.data's
+    # shuffle with a tensor seed, which the training pipeline uses.)
+    random.seed(config.seed)
     with strategy.scope():
       self.model = model_lib.build_ssd(config)
       self.optimizer = optim.make_optimizer(config.train)
@@ -93,9 +98,10 @@ class Trainer:
     self._best_dir = self._writable_dir("best")
     self.best_manager = tf.train.CheckpointManager(self.checkpoint, self._best_dir, max_to_keep=1)
     self.best_ap = _read_best_ap(self._best_dir)
-    self.writer = (tf.summary.create_file_writer(os.path.join(workdir, "train"), max_queue=100_000,
-                                                 flush_millis=24 * 3600 * 1000)
+    self.writer = (tf.summary.create_file_writer(os.path.join(workdir, "train"))
                    if self.is_chief else tf.summary.create_noop_writer())
+    self._pending_summaries = []  # (step, function writing that step's summaries)
+    self._saved_step = 0  # the step of the newest checkpoint
     self._train_step = self._make_train_step()
 
   @property
@@ -115,6 +121,7 @@ class Trainer:
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info("Resumed from %s at step %d", latest, self.step)
+    self._saved_step = self.step
     return self.step
 
   # --- the step -------------------------------------------------------------------------------
@@ -210,8 +217,22 @@ class Trainer:
       raise FloatingPointError(f"non-finite weights after step {step}; checkpoint not written. "
                                f"Last good checkpoint: {self.manager.latest_checkpoint}")
     path = self.manager.save(checkpoint_number=step)
-    self.writer.flush()
+    self._saved_step = step
+    self._write_summaries()
     logging.info("Saved checkpoint %s", path)
+
+  def _summarize(self, step, write):
+    """Runs write() (tf.summary calls) at `step` once a checkpoint holds that step."""
+    self._pending_summaries.append((step, write))
+    self._write_summaries()
+
+  def _write_summaries(self):
+    ready = [(step, write) for step, write in self._pending_summaries if step <= self._saved_step]
+    self._pending_summaries = self._pending_summaries[len(ready):]
+    for step, write in ready:
+      with self.writer.as_default(step=step):
+        write()
+    self.writer.flush()
 
   def _weights_finite(self):
     return all(bool(tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))))
@@ -222,7 +243,7 @@ class Trainer:
     per_replica = per_replica_batch_size(cfg.batch_size, self.num_replicas)
     logging.info("Strategy %s: %d replica(s); global batch %d, per replica %d; peak learning rate "
                  "%.5g (base %.5g%s); precision %s; XLA %s; steps %d -> %d",
-                 type(self.strategy).__name__, self.num_replicas, cfg.batch_size, per_replica,
+                 distribute.strategy_kind(self.strategy), self.num_replicas, cfg.batch_size, per_replica,
                  optim.peak_learning_rate(cfg), cfg.base_learning_rate,
                  f" x {cfg.batch_size}/{cfg.lr_reference_batch}" if cfg.scale_lr_with_batch else "",
                  cfg.mixed_precision or "float32", bool(cfg.jit_compile), start, cfg.steps)
@@ -235,23 +256,28 @@ class Trainer:
                  step, cfg.steps, losses["loss"], losses["loc_loss"], losses["cls_loss"],
                  learning_rate, images_per_second, images_per_second / cfg.batch_size,
                  _format_seconds(eta))
-    with self.writer.as_default(step=step):
+
+    def write():
       for key in LOSS_KEYS:
         tf.summary.scalar(f"loss/{key}", losses[key])
       tf.summary.scalar("learning_rate", learning_rate)
       tf.summary.scalar("images_per_second", images_per_second)
 
+    self._summarize(step, write)
+
   def _evaluate_and_keep_best(self, evaluate_fn, step):
     metrics = evaluate_fn(self.model, step) if self.is_chief else {}
     if not self.is_chief:
       return
-    with self.writer.as_default(step=step):
+
+    def write():
       for key, value in metrics.items():
         if isinstance(value, (int, float)) and key[:2] in ("AP", "AR"):
           tf.summary.scalar(f"eval/{key}", value)
       if metrics.get("images") is not None:
         tf.summary.image("eval/detections", metrics["images"], max_outputs=len(metrics["images"]))
-    self.writer.flush()
+
+    self._summarize(step, write)
     ap = metrics.get("AP", -1.0)
     if ap > self.best_ap:
       self.best_ap = ap
@@ -300,6 +326,9 @@ def restore_model(config, workdir=None, checkpoint=None):
   set_precision_policy(config.train)
   model = model_lib.build_ssd(config)
   path = checkpoint or latest_checkpoint(workdir)
+  if not tf.io.gfile.exists(f"{path}.index"):
+    raise FileNotFoundError(f"checkpoint {path} not found: give a checkpoint prefix such as "
+                            "<workdir>/checkpoints/ckpt-1000 (the part before .index)")
   tf.train.Checkpoint(model=model).restore(path).expect_partial()
   logging.info("Restored model weights from %s", path)
   return model, path
