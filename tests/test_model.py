@@ -51,7 +51,8 @@ def test_shipped_configs_have_one_output_row_per_default_box(path):
   config.model.backbone_weights = None
   model = build_ssd(config)
   num_boxes = len(anchors.default_boxes(config.anchors, config.model.image_size))
-  assert num_boxes == {300: 8732, 512: 24564}[config.model.image_size]
+  # The released layouts, and the quickstart's (24, 12, 6, 3, 2, 1 with 4, 6, 6, 6, 4, 4 per cell).
+  assert num_boxes == {300: 8732, 512: 24564, 192: 3458}[config.model.image_size]
   assert tuple(model.input.shape) == (None, config.model.image_size, config.model.image_size, 3)
   assert tuple(model.output["loc"].shape) == (None, num_boxes, 4)
   assert tuple(model.output["logits"].shape) == (None, num_boxes, config.model.num_classes + 1)
