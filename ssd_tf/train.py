@@ -46,18 +46,21 @@ def set_precision_policy(train_config):
   keras.mixed_precision.set_global_policy(policy)
 
 
-def check_jit_compile(train_config, num_replicas):
-  """XLA compiles the whole replica step, which is measured to work with one replica only.
+def use_jit_compile(train_config, num_replicas):
+  """Whether the replica step is XLA-compiled: config.train.jit_compile with one replica only.
 
-  With two replicas (MirroredStrategy on 2 logical CPUs) the compiled step cannot reach
-  the second replica's variables ("Trying to access resource ... located in device
-  CPU:1 from device CPU:0"), and the step holds cross-replica all-reduces (loss
-  normalizer, synchronized BatchNorm, gradients); Keras' own jit_compile="auto" is off
-  under any strategy too.
+  Measured with two replicas (MirroredStrategy on 2 logical CPUs): the compiled step
+  cannot reach the second replica's variables ("Trying to access resource ... located
+  in device CPU:1 from device CPU:0"); the step also holds cross-replica all-reduces
+  (loss normalizer, synchronized BatchNorm, gradients). Keras' own jit_compile="auto"
+  is off under any strategy too. With more replicas the step runs without XLA and a
+  warning says so (configs that ask for XLA, like the quickstart, still run on many GPUs).
   """
   if train_config.jit_compile and num_replicas > 1:
-    raise ValueError(f"config.train.jit_compile=True runs with one replica only, and this strategy has "
-                     f"{num_replicas}: set --config.train.jit_compile=False (or train on one device)")
+    logging.warning("config.train.jit_compile=True ignored: XLA compiles the training step for one "
+                    "replica only and this strategy has %d; training without XLA", num_replicas)
+    return False
+  return bool(train_config.jit_compile)
 
 
 def per_replica_batch_size(global_batch, num_replicas):
@@ -77,7 +80,7 @@ class Trainer:
     self.is_chief = distribute.is_chief(strategy)
     self.num_replicas = strategy.num_replicas_in_sync
     per_replica_batch_size(config.train.batch_size, self.num_replicas)
-    check_jit_compile(config.train, self.num_replicas)
+    self.jit_compile = use_jit_compile(config.train, self.num_replicas)
     set_precision_policy(config.train)
     # The same initial weights on every run of a config: Keras draws each initializer's seed from
     # Python's `random`. (Not keras.utils.set_random_seed: a TF global seed of 0 breaks tf.data's
@@ -151,7 +154,7 @@ class Trainer:
 
   def _make_train_step(self):
     replica_step = self._replica_step
-    if self.config.train.jit_compile:
+    if self.jit_compile:
       replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
@@ -246,7 +249,7 @@ class Trainer:
                  distribute.strategy_kind(self.strategy), self.num_replicas, cfg.batch_size, per_replica,
                  optim.peak_learning_rate(cfg), cfg.base_learning_rate,
                  f" x {cfg.batch_size}/{cfg.lr_reference_batch}" if cfg.scale_lr_with_batch else "",
-                 cfg.mixed_precision or "float32", bool(cfg.jit_compile), start, cfg.steps)
+                 cfg.mixed_precision or "float32", self.jit_compile, start, cfg.steps)
 
   def _log_step(self, step, losses, images_per_second):
     cfg = self.config.train
