@@ -23,3 +23,14 @@ def coco_tiny_dir():
   if not (COCO_TINY_DIR / "annotations" / "instances_val2017.json").exists():
     pytest.skip(f"COCO sample not found at {COCO_TINY_DIR} (set COCO_TINY_DIR)")
   return COCO_TINY_DIR
+
+
+@pytest.fixture(autouse=True)
+def _separate_collective_keys():
+  """Gives each test's MirroredStrategy collective keys apart from earlier tests' strategies.
+
+  Strategies in one process otherwise number their collectives alike, and a strategy
+  whose all-reduces differ from an earlier one's aborts ("Shape mismatch in the
+  collective instance"). TensorFlow offers this class attribute for tests.
+  """
+  tf.distribute.MirroredStrategy._collective_key_base += 10_000  # pylint: disable=protected-access
