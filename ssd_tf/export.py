@@ -16,7 +16,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
 from ssd_tf import postprocess as postprocess_lib
 from ssd_tf.data import augment
 
@@ -29,9 +28,7 @@ class DetectionModule(tf.Module):
     self.model = model
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = int(config.model.image_size)
-    self._anchors = tf.constant(anchors_lib.default_boxes(config.anchors, self._image_size))
-    self._variances = tuple(config.box_coder.variances)
-    self._postprocess_args = dict(config.postprocess)
+    self._detector = postprocess_lib.Detector(model, config)
     # Index = contiguous label (0 = background), value = dataset category id.
     self._category_ids = tf.constant(
         np.concatenate([[0.0], label_map.category_ids(np.arange(1, label_map.num_classes + 1))]),
@@ -48,9 +45,7 @@ class DetectionModule(tf.Module):
 
   def detect(self, images):
     """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring."""
-    outputs = self.model(images, training=False)
-    detections = postprocess_lib.postprocess(outputs["loc"], outputs["logits"], self._anchors,
-                                             variances=self._variances, **self._postprocess_args)
+    detections = self._detector(images)
     return {
         "detection_boxes": detections["boxes"],
         "detection_scores": detections["scores"],

@@ -9,6 +9,7 @@ score and the best max_detections kept; the kept boxes are then clipped to [0, 1
 
 import tensorflow as tf
 
+from ssd_tf import anchors as anchors_lib
 from ssd_tf import box_ops
 
 
@@ -42,3 +43,23 @@ def postprocess(loc_pred, logits, anchors, variances=(0.1, 0.2), score_threshold
   classes = tf.where(is_detection, tf.cast(result.nmsed_classes, tf.int32) + 1, 0)
   return dict(boxes=result.nmsed_boxes, scores=result.nmsed_scores, classes=classes,
               num_detections=num_detections)
+
+
+class Detector:
+  """A model's images -> detections: the SSD forward pass, then :func:`postprocess`.
+
+  Holds the default boxes and post-processing settings of a config; evaluation,
+  prediction and the SavedModel all detect through it.
+  """
+
+  def __init__(self, model, config):
+    self.model = model
+    self.anchors = tf.constant(anchors_lib.default_boxes(config.anchors, config.model.image_size))
+    self.variances = tuple(config.box_coder.variances)
+    self.settings = dict(config.postprocess)
+
+  def __call__(self, images):
+    """float [B, S, S, 3] RGB 0..255 -> the dict :func:`postprocess` returns."""
+    outputs = self.model(images, training=False)
+    return postprocess(outputs["loc"], outputs["logits"], self.anchors, variances=self.variances,
+                       **self.settings)

@@ -16,7 +16,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
 from ssd_tf import distribute
 from ssd_tf import evaluate as evaluate_lib
 from ssd_tf import export as export_lib
@@ -99,20 +98,6 @@ def coco_ground_truth(config, dataset, label_map):
   return evaluate_lib.ground_truth_from_dataset(dataset, label_map)
 
 
-def make_predict_fn(model, config):
-  """images float32 [B,S,S,3] -> post-processed detections (a tf.function)."""
-  anchors = tf.constant(anchors_lib.default_boxes(config.anchors, config.model.image_size))
-  variances = tuple(config.box_coder.variances)
-
-  @tf.function
-  def predict_fn(images):
-    outputs = model(images, training=False)
-    return postprocess.postprocess(outputs["loc"], outputs["logits"], anchors, variances=variances,
-                                   **config.postprocess)
-
-  return predict_fn
-
-
 class Evaluator:
   """COCO evaluation of a model on config.data.eval_split; prints and writes the results."""
 
@@ -122,11 +107,15 @@ class Evaluator:
     self.label_map = label_map
     self.dataset = pipeline.eval_dataset(config)
     self.coco_gt = coco_ground_truth(config, self.dataset, label_map)
-    self._predict_fns = {}
+    self._predict_fn = None  # one tf.function per model, traced once
+    self._predicted_model = None
 
   def __call__(self, model, step=None):
     """Returns metrics (plus "images": uint8 drawings of the first eval images)."""
-    predict_fn = self._predict_fns.setdefault(id(model), make_predict_fn(model, self.config))
+    if self._predicted_model is not model:
+      self._predict_fn = tf.function(postprocess.Detector(model, self.config))
+      self._predicted_model = model
+    predict_fn = self._predict_fn
     bar = progress_lib.Progress(None, name="eval", unit="images")
 
     def report(done, total):

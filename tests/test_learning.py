@@ -3,7 +3,6 @@
 import numpy as np
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
 from ssd_tf import box_ops
 from ssd_tf import defaults
 from ssd_tf import postprocess
@@ -62,10 +61,9 @@ def test_sgd_memorizes_one_batch(tmp_path):
   assert all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
-  outputs = trainer.model(batch["image"], training=False)
-  anchors = anchors_lib.default_boxes(config.anchors, IMAGE_SIZE)
-  detections = postprocess.postprocess(outputs["loc"], outputs["logits"], anchors,
-                                       score_threshold=0.05, max_detections=10)
+  config.postprocess.score_threshold = 0.05
+  config.postprocess.max_detections = 10
+  detections = postprocess.Detector(trainer.model, config)(batch["image"])
   for i, objects in enumerate(BOXES):
     for box, label in objects:
       same_class = detections["classes"][i].numpy() == label
