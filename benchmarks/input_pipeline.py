@@ -12,27 +12,18 @@ same sitting, and the ratio is reported.
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+import machine
+import peer
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
-PEER_SCRIPT = REPO.parent / "shared" / "peer" / "torch_pipeline_bench.py"
-
-
-def _cpu_model():
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-  except OSError:
-    return platform.processor()
 
 
 def _rate(iterator, batches, batch_size):
@@ -44,7 +35,6 @@ def _rate(iterator, batches, batch_size):
 
 def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, deterministic, workdir):
   """Prepares the split into workdir and times the training and evaluation pipelines."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ssd_tf import defaults  # pylint: disable=g-import-not-at-top
   from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
@@ -66,17 +56,13 @@ def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, de
   return dict(
       images_per_s=round(statistics.median(rates), 2), rounds_images_per_s=[round(r, 2) for r in rates],
       decode_resize_images_per_s=round(_rate(resize_only, batches, batch_size), 2),
-      images_in_split=summary["images"], tensorflow=tf.__version__)
+      images_in_split=summary["images"])
 
 
 def run_peer(peer_python, coco_dir, split, batch_size, epochs):
   """torchvision's SSD transforms with a 2-worker DataLoader; its JSON line as a dict."""
-  command = [peer_python, str(PEER_SCRIPT), "--root", coco_dir, "--split", split, "--workers", "2",
-             "--batch", str(batch_size), "--epochs", str(epochs)]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  if result.returncode:
-    raise RuntimeError(f"peer benchmark failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return peer.run_json([peer_python, peer.PEER_DIR / "torch_pipeline_bench.py", "--root", coco_dir,
+                       "--split", split, "--workers", "2", "--batch", batch_size, "--epochs", epochs])
 
 
 def main():
@@ -100,13 +86,11 @@ def main():
                    args.rounds, args.deterministic, workdir)
   report = dict(
       bench="ssd_tf_input_pipeline", augment="ssd", image_size=args.image_size, batch=args.batch,
-      deterministic=args.deterministic, **ours,
-      machine=dict(cpu=_cpu_model(), nproc=os.cpu_count(), python=platform.python_version(),
-                   platform=platform.platform(), date=datetime.datetime.now().isoformat(timespec="seconds")))
+      deterministic=args.deterministic, **ours, machine=machine.facts(xla=False))
   if args.peer_python:
-    peer = run_peer(args.peer_python, args.coco_dir, args.split, args.batch, args.peer_epochs)
-    report["peer"] = peer
-    report["speedup_vs_peer"] = round(ours["images_per_s"] / peer["images_per_s"], 2)
+    theirs = run_peer(args.peer_python, args.coco_dir, args.split, args.batch, args.peer_epochs)
+    report["peer"] = theirs
+    report["speedup_vs_peer"] = round(ours["images_per_s"] / theirs["images_per_s"], 2)
   print(json.dumps(report))
 
 

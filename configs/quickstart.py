@@ -5,6 +5,7 @@ export -> drawings) in --workdir (default runs/quickstart). Sized for 2 CPU core
 """
 
 from ssd_tf import defaults
+from ssd_tf import hardware
 
 
 def get_config():
@@ -14,26 +15,37 @@ def get_config():
   config.model.backbone_weights = None
   config.model.num_classes = 8
   config.model.image_size = 192
-  config.model.extra_layers = ((128, 256, 2, "same"), (128, 256, 2, "same"), (64, 128, 2, "same"),
-                               (64, 128, 2, "same"), (64, 128, 2, "same"))
+  # conv3 (24x24) and conv4 at its own stride 16 (12x12): half the backbone FLOPs of conv4 at stride 8.
+  config.model.backbone_taps = ("conv3", "conv4")
+  config.model.extra_layers = ((128, 256, 2, "same"), (64, 128, 2, "same"), (64, 128, 2, "same"),
+                               (64, 128, 2, "same"))
   config.anchors = defaults.anchor_config(dict(
       feature_map_sizes=(24, 12, 6, 3, 2, 1),
       aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
       scales=()), min_scale=0.1, max_scale=0.9)
 
-  config.data.synthetic.num_train = 2000
+  config.data.synthetic.num_train = 4000
   config.data.synthetic.num_val = 200
   config.data.num_shards = 4
   config.data.max_boxes = 16
   config.data.shuffle_buffer = 512
+  # The synthetic shapes already span sizes 6%..70%, every position and random colours: zoom-out,
+  # IoU crops and colour distortion only slow a 12-minute schedule down (README); flips stay.
+  config.data.augment.photometric_prob = 0.0
+  config.data.augment.expand_prob = 0.0
+  config.data.augment.crop_prob = 0.0
 
   config.train.batch_size = 16
-  config.train.steps = 400  # ~12 min on 2 CPU cores; not yet enough for the AP target (README)
+  config.train.steps = 1200  # ~12 min of training on 2 CPU cores (README)
   config.train.base_learning_rate = 0.05
   config.train.scale_lr_with_batch = False
   config.train.warmup_steps = 50
   config.train.weight_decay = 5e-4
-  config.train.jit_compile = True
+  # On a CPU with native bfloat16 (AVX512-BF16), oneDNN trains this model 1.5x faster in
+  # mixed_bfloat16 than in float32 (29 vs 20 images/s on 2 cores); elsewhere bfloat16 is emulated.
+  # XLA's CPU convolutions are slower than oneDNN's here (14 images/s in bfloat16, 16 in float32).
+  config.train.mixed_precision = "mixed_bfloat16" if hardware.cpu_has_bfloat16() else ""
+  config.train.jit_compile = False
   config.train.log_every = 50
   config.train.checkpoint_every = 500
   config.eval.batch_size = 16

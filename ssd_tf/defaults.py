@@ -56,6 +56,7 @@ def base_config():
   c.model = ml_collections.ConfigDict(dict(
       backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
       backbone_weights="imagenet", # None | "imagenet" | path to a weights file
+      backbone_taps=(),            # stages feeding the heads; (): the backbone's default (backbones/)
       image_size=300,
       num_classes=80,              # foreground classes C; logits have C + 1 columns
       extra_layers=SSD300_EXTRAS,

@@ -53,12 +53,15 @@ class DetectionModule(tf.Module):
         "num_detections": tf.cast(detections["num_detections"], tf.float32),
     }
 
+  def decode_batch(self, images):
+    """tf.string [B] encoded images -> float32 [B, S, S, 3]: serving_default's preprocessing."""
+    return tf.map_fn(self._decode, images,
+                     fn_output_signature=tf.TensorSpec([self._image_size, self._image_size, 3],
+                                                       tf.float32))
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
   def serve_encoded(self, images):
-    batch = tf.map_fn(self._decode, images,
-                      fn_output_signature=tf.TensorSpec([self._image_size, self._image_size, 3],
-                                                        tf.float32))
-    return self.detect(batch)
+    return self.detect(self.decode_batch(images))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
   def serve_images(self, images):

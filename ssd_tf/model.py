@@ -68,7 +68,8 @@ def build_ssd(config):
   m = config.model
   num_boxes = anchors.boxes_per_cell(config.anchors)
   anchors.default_boxes(config.anchors, m.image_size)  # raises on a bad anchor spec (e.g. ratios short)
-  backbone = build_backbone(m.backbone, m.backbone_weights, m.batchnorm_momentum, m.batchnorm_synchronized)
+  backbone = build_backbone(m.backbone, m.backbone_weights, m.batchnorm_momentum, m.batchnorm_synchronized,
+                            taps=m.backbone_taps)
 
   images = keras.Input((m.image_size, m.image_size, 3), dtype="float32", name="images")
   features = backbone.taps(images)

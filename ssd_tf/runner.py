@@ -56,7 +56,7 @@ def prepare(config, splits=None, num_workers=2):
                      "set both (e.g. --config.data.coco_dir=/data/coco --config.data.tfrecord_dir=/data/tfr)")
   return {split: prepare_lib.prepare_split(data.coco_dir, split, data.tfrecord_dir, data.num_shards,
                                            num_workers, data.keep_empty_images)
-          for split in (splits or [data.train_split, data.eval_split])}
+          for split in dict.fromkeys(splits or [data.train_split, data.eval_split])}
 
 
 # --- run directory --------------------------------------------------------------------------------
@@ -275,15 +275,21 @@ def quickstart(config, workdir, num_drawings=4):
   """The main job end to end: synthetic data -> prepare -> train (+eval) -> export -> drawings.
 
   Data goes to config.data.coco_dir / tfrecord_dir, or under workdir when those are
-  empty; steps already done (data written, split prepared) are not repeated.
+  empty; steps already done (data written, split prepared) are not repeated. A
+  coco_dir given in the config is read, never written: it must hold both splits.
   """
   start = time.time()
   data = config.data
+  given_coco_dir = data.coco_dir
   data.coco_dir = data.coco_dir or os.path.join(workdir, "synthetic")
   data.tfrecord_dir = data.tfrecord_dir or os.path.join(workdir, "tfrecords")
   splits = (data.train_split, data.eval_split)
-  if not all(os.path.isfile(os.path.join(data.coco_dir, "annotations", f"instances_{s}.json"))
-             for s in splits):
+  missing = [s for s in splits
+             if not os.path.isfile(os.path.join(data.coco_dir, "annotations", f"instances_{s}.json"))]
+  if missing and given_coco_dir:
+    raise FileNotFoundError(f"config.data.coco_dir={given_coco_dir} has no annotations/instances_"
+                            f"{missing[0]}.json (leave coco_dir empty to generate the synthetic dataset)")
+  if missing:
     _stage(f"1/5 writing the synthetic dataset to {data.coco_dir}")
     write_synthetic(config)
   if not all(os.path.isfile(records.summary_path(data.tfrecord_dir, s)) for s in splits):

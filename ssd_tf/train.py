@@ -105,7 +105,7 @@ class Trainer:
                    if self.is_chief else tf.summary.create_noop_writer())
     self._pending_summaries = []  # (step, function writing that step's summaries)
     self._saved_step = 0  # the step of the newest checkpoint
-    self._train_step = self._make_train_step()
+    self.train_step = self._make_train_step()  # distributed iterator -> summed loss terms
 
   @property
   def step(self):
@@ -129,28 +129,45 @@ class Trainer:
 
   # --- the step -------------------------------------------------------------------------------
 
-  def _replica_step(self, batch):
+  def targets(self, batch):
+    """Matching: (loc_targets [B, N, 4], cls_targets [B, N]) of a batch's ground truth."""
     cfg = self.config
-    loc_targets, cls_targets = matching.match(
-        batch["boxes"], batch["labels"], batch["is_crowd"], self.anchors,
-        iou_threshold=cfg.matching.iou_threshold,
-        crowd_ioa_threshold=cfg.matching.crowd_ioa_threshold,
-        variances=tuple(cfg.box_coder.variances))
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      outputs = self.model(batch["image"], training=True)
-      losses = losses_lib.multibox_loss(outputs["loc"], outputs["logits"], loc_targets, cls_targets,
-                                        neg_pos_ratio=cfg.loss.neg_pos_ratio,
-                                        loc_weight=cfg.loss.loc_weight)
-      decay = optim.weight_decay_loss(variables, cfg.train.weight_decay, self.num_replicas)
-      scaled = self.optimizer.scale_loss(losses["loss"] + decay)
-    gradients = tape.gradient(scaled, variables)
-    if cfg.train.grad_clip_norm > 0:
-      loss_scale = getattr(self.optimizer, "dynamic_scale", 1.0)
-      gradients = optim.clip_gradients(gradients, cfg.train.grad_clip_norm, loss_scale)
-    self.optimizer.apply(gradients, variables)
+    return matching.match(batch["boxes"], batch["labels"], batch["is_crowd"], self.anchors,
+                          iou_threshold=cfg.matching.iou_threshold,
+                          crowd_ioa_threshold=cfg.matching.crowd_ioa_threshold,
+                          variances=tuple(cfg.box_coder.variances))
+
+  def losses(self, outputs, targets):
+    """MultiBox loss terms of the model ``outputs`` against ``targets``, plus the weight decay term.
+
+    Returns dict(loss (total, weight decay included), loc_loss, cls_loss, weight_decay).
+    """
+    cfg = self.config
+    losses = losses_lib.multibox_loss(outputs["loc"], outputs["logits"], *targets,
+                                      neg_pos_ratio=cfg.loss.neg_pos_ratio, loc_weight=cfg.loss.loc_weight)
+    decay = optim.weight_decay_loss(self.model.trainable_variables, cfg.train.weight_decay,
+                                    self.num_replicas)
     return {"loss": losses["loss"] + decay, "loc_loss": losses["loc_loss"],
             "cls_loss": losses["cls_loss"], "weight_decay": decay}
+
+  def gradients(self, batch, targets):
+    """(loss terms, gradients of the total loss w.r.t. the trainable variables, loss-scaled)."""
+    with tf.GradientTape() as tape:
+      losses = self.losses(self.model(batch["image"], training=True), targets)
+      scaled = self.optimizer.scale_loss(losses["loss"])
+    return losses, tape.gradient(scaled, self.model.trainable_variables)
+
+  def apply_gradients(self, gradients):
+    """Clips (config.train.grad_clip_norm) and applies one replica's gradients."""
+    if self.config.train.grad_clip_norm > 0:
+      loss_scale = getattr(self.optimizer, "dynamic_scale", 1.0)
+      gradients = optim.clip_gradients(gradients, self.config.train.grad_clip_norm, loss_scale)
+    self.optimizer.apply(gradients, self.model.trainable_variables)
+
+  def _replica_step(self, batch):
+    losses, gradients = self.gradients(batch, self.targets(batch))
+    self.apply_gradients(gradients)
+    return losses
 
   def _make_train_step(self):
     replica_step = self._replica_step
@@ -167,7 +184,8 @@ class Trainer:
 
     return train_step
 
-  def _dataset_iterator(self, start_step):
+  def dataset_iterator(self, start_step=0):
+    """The distributed training input, positioned after ``start_step`` batches."""
     cfg = self.config
 
     def dataset_fn(input_context):
@@ -190,12 +208,12 @@ class Trainer:
       logging.info("Nothing to train: checkpoint step %d >= train.steps %d", start, cfg.steps)
       return {}
     self._log_setup(start)
-    iterator = self._dataset_iterator(start)
+    iterator = self.dataset_iterator(start)
     eval_every = self.config.eval.every_steps if evaluate_fn else 0
     tick, tick_step = time.time(), start
     losses = {}
     for step in range(start + 1, cfg.steps + 1):
-      losses = {k: float(v) for k, v in self._train_step(iterator).items()}
+      losses = {k: float(v) for k, v in self.train_step(iterator).items()}
       if not math.isfinite(losses["loss"]):
         raise FloatingPointError(
             f"loss is {losses['loss']} at step {step} (loc {losses['loc_loss']}, cls "

@@ -196,3 +196,23 @@ def test_custom_layers_serialize():
     copy = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(copy) is type(layer)
     np.testing.assert_allclose(copy(x), layer(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("depth, channels", [(18, (128, 256)), (50, (512, 1024))])
+def test_resnet_conv3_conv4_taps_share_the_single_tap_weights(depth, channels):
+  """Two taps: conv3 at stride 8, conv4 at stride 16; same layers as the one-tap network, so the
+  conv3 output equals the one-tap network's conv3 activations with the same weights."""
+  single = resnet.build_resnet(depth)
+  double = resnet.build_resnet(depth, taps=("conv3", "conv4"))
+  assert layers.weighted_layer_names(double) == layers.weighted_layer_names(single)
+  _randomize(single, 8)
+  double.set_weights(single.get_weights())
+  images = resnet.normalization(depth)(_images(9, 64))
+  conv3, conv4 = double(images)
+  assert conv3.shape == (2, 8, 8, channels[0]) and conv4.shape == (2, 4, 4, channels[1])
+  expected = keras.Model(single.input, single.get_layer(f"conv3_block{resnet.BLOCKS[depth][1]}_out").output)(images)
+  np.testing.assert_allclose(conv3, expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"taps must be one of"):
+    resnet.build_resnet(depth, taps=("conv4", "conv3"))
+  with pytest.raises(ValueError, match="vgg16 taps are fixed"):
+    build_backbone("vgg16", taps=("conv4",))

@@ -70,6 +70,16 @@ def test_prepare_without_coco_dir_is_one_line():
                          "config.data.coco_dir")
 
 
+def test_quickstart_never_writes_into_a_given_coco_dir(tmp_path):
+  """A coco_dir set in the config is the user's data: without its annotations, stop, write nothing."""
+  coco_dir = tmp_path / "my_coco"
+  coco_dir.mkdir()
+  result = run_cli("main.py", f"--config={cli_helpers.TINY_CONFIG}", f"--config.data.coco_dir={coco_dir}",
+                   f"--workdir={tmp_path / 'run'}")
+  _assert_one_error_line(result, f"config.data.coco_dir={coco_dir} has no annotations/instances_train2017.json")
+  assert list(coco_dir.iterdir()) == []
+
+
 def test_eval_without_checkpoints_is_one_line(data, tmp_path):
   """A run directory whose training died before its first checkpoint (label map, no checkpoints)."""
   (tmp_path / "label_map.json").write_text((data["tfrecord_dir"] / "label_map.json").read_text())

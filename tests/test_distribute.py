@@ -46,7 +46,7 @@ def _train(config, strategy, initial, workdir, steps=STEPS):
   for variable in trainer.model.weights:
     variable.assign(initial[variable.path])
   iterator = train_helpers.distributed_iterator(strategy, train_helpers.fixed_batches(steps))
-  losses = [float(trainer._train_step(iterator)["loss"]) for _ in range(steps)]
+  losses = [float(trainer.train_step(iterator)["loss"]) for _ in range(steps)]
   return train_helpers.model_weights(trainer.model), losses
 
 

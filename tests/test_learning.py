@@ -57,7 +57,7 @@ def test_sgd_memorizes_one_batch(tmp_path):
   batch = fixed_batch()
   iterator = iter(trainer.strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors(batch).repeat()))
-  losses = [float(trainer._train_step(iterator)["loss"]) for _ in range(config.train.steps)]
+  losses = [float(trainer.train_step(iterator)["loss"]) for _ in range(config.train.steps)]
   assert all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 

@@ -164,7 +164,7 @@ def _trainer(tmp_path, initial=None, strategy=None, **train_fields):
 
 def _steps(trainer, count):
   iterator = train_helpers.distributed_iterator(trainer.strategy, train_helpers.fixed_batches(count))
-  return [{k: float(v) for k, v in trainer._train_step(iterator).items()} for _ in range(count)]
+  return [{k: float(v) for k, v in trainer.train_step(iterator).items()} for _ in range(count)]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ def _trainer(workdir, batches, **train_fields):
   config = train_helpers.tiny_config()
   config.train.update(dict(checkpoint_every=1, keep_checkpoints=10), **train_fields)
   trainer = train.Trainer(config, str(workdir), tf.distribute.get_strategy())
-  trainer._dataset_iterator = lambda start: train_helpers.distributed_iterator(trainer.strategy, batches)
+  trainer.dataset_iterator = lambda start: train_helpers.distributed_iterator(trainer.strategy, batches)
   return trainer
 
 

@@ -150,7 +150,7 @@ def _run_worker(workdir, weights_path, steps, grad_clip_norm):
   config.train.grad_clip_norm = grad_clip_norm
   trainer = train.Trainer(config, workdir, strategy)
   initial = model_weights(trainer.model)
-  trainer._dataset_iterator = lambda start: distributed_iterator(strategy, fixed_batches(steps))
+  trainer.dataset_iterator = lambda start: distributed_iterator(strategy, fixed_batches(steps))
   losses = trainer.fit()
   final = model_weights(trainer.model)
   np.savez(weights_path, **{f"initial/{k}": v for k, v in initial.items()},

@@ -5,6 +5,9 @@
 | resnet18, resnet34 | conv4: 38x38x256 | torch mean/std | none in keras.applications: pass a file |
 | resnet50, resnet101 | conv4: 38x38x1024 | caffe (BGR - mean) | keras.applications ResNet50/101 |
 | vgg16 | conv4_3 (L2-normalized): 38x38x512, conv7: 19x19x1024 | caffe | keras.applications VGG16 |
+
+ResNets can also tap ("conv3", "conv4"): 38x38x128 and 19x19x256 (ResNet-18/34),
+38x38x512 and 19x19x1024 (ResNet-50/101); see ``resnet.TAPS``.
 """
 
 import os
@@ -30,8 +33,11 @@ class Backbone(NamedTuple):
     return keras.tree.flatten(self.model(self.normalization(images)))
 
 
-def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchronized=False):
+def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchronized=False, taps=None):
   """Builds backbone ``name`` (one of NAMES).
+
+  ``taps``: the stages that feed the detector, finest first; None: the backbone's
+  default (the table above). Only the ResNets offer a choice (``resnet.TAPS``).
 
   ``weights``: None or "" (random initialization), "imagenet" (keras.applications
   download; resnet50, resnet101, vgg16) or the path of a ``.weights.h5`` file saved
@@ -39,10 +45,12 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
   apply to the ResNets (VGG-16 has no BatchNorm).
   """
   if name == "vgg16":
+    if taps and tuple(taps) != vgg.TAPS:
+      raise ValueError(f"vgg16 taps are fixed to {vgg.TAPS}, got {tuple(taps)}")
     model, normalization = vgg.build_vgg16(), vgg.normalization()
   elif name in NAMES:
     depth = int(name[len("resnet"):])
-    model = resnet.build_resnet(depth, batchnorm_momentum=batchnorm_momentum,
+    model = resnet.build_resnet(depth, taps=taps or resnet.TAPS[0], batchnorm_momentum=batchnorm_momentum,
                                 batchnorm_synchronized=batchnorm_synchronized)
     normalization = resnet.normalization(depth)
   else:

@@ -1,8 +1,12 @@
 """ResNet backbones cut after conv4 (torchvision's layer3), as in NVIDIA's SSD300-ResNet.
 
-The first block of conv4 runs at stride 1 (``conv4_stride=1``), so the single
-tap has stride 8: 38x38 for a 300 px input, 64x64 for 512 px. Tap channels:
-256 for ResNet-18/34 (BasicBlock), 1024 for ResNet-50/101 (Bottleneck).
+Taps (``TAPS``):
+- ``("conv4",)`` (NVIDIA's design, the default): the first block of conv4 runs at
+  stride 1, so the single tap has stride 8: 38x38 for a 300 px input, 64x64 for
+  512 px. Channels: 256 for ResNet-18/34 (BasicBlock), 1024 for ResNet-50/101.
+- ``("conv3", "conv4")``: conv3 (stride 8; 128 / 512 channels) and conv4 at its
+  ImageNet stride 16, like the paper's VGG taps. conv4 then computes on a 4x
+  smaller map: for ResNet-18 the backbone needs about half the FLOPs.
 
 ResNet-50/101 copy keras.applications.ResNet50/101 layer for layer (v1: stride
 on the block's first 1x1 conv, convs with biases, BatchNorm epsilon 1.001e-5,
@@ -22,6 +26,7 @@ from ssd_tf.backbones import layers
 BLOCKS = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 6), 101: (3, 4, 23)}
 _STAGE_WIDTHS = (64, 128, 256)
 _KERAS_APPLICATIONS = {50: "ResNet50", 101: "ResNet101"}
+TAPS = (("conv4",), ("conv3", "conv4"))
 
 
 def _is_bottleneck(depth):
@@ -66,15 +71,23 @@ def _bottleneck_block(x, width, stride, name, conv, batch_norm):
   return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def build_resnet(depth, conv4_stride=1, batchnorm_momentum=0.99, batchnorm_synchronized=False):
+def build_resnet(depth, taps=("conv4",), conv4_stride=None, batchnorm_momentum=0.99,
+                 batchnorm_synchronized=False):
   """ResNet-``depth`` stem..conv4 as a Keras model named ``resnet{depth}``.
 
   Input: images [B, H, W, 3] already normalized by ``normalization(depth)``.
-  Output: a one-element list, the conv4 output [B, ceil(H/8), ceil(W/8), C]
-  (stride 16 with ``conv4_stride=2``, the ImageNet network's own stride).
+  Output: list of the ``taps`` stage outputs (one of ``TAPS``), finest first:
+  conv3 [B, ceil(H/8), ceil(W/8), C3], conv4 [B, ceil(H/s), ceil(W/s), C4] with
+  s = 8 for ``("conv4",)`` and 16 for ``("conv3", "conv4")``. ``conv4_stride``
+  (1 or 2) overrides the stride of conv4's first block (2: the ImageNet network).
   """
   if depth not in BLOCKS:
     raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
+  taps = tuple(taps)
+  if taps not in TAPS:
+    raise ValueError(f"resnet{depth} taps must be one of {', '.join(map(str, TAPS))}, got {taps}")
+  if conv4_stride is None:
+    conv4_stride = 1 if taps == ("conv4",) else 2
   bottleneck = _is_bottleneck(depth)
   conv = functools.partial(keras.layers.Conv2D, use_bias=bottleneck, kernel_initializer=layers.CONV_INIT)
   batch_norm = functools.partial(keras.layers.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
@@ -88,11 +101,14 @@ def build_resnet(depth, conv4_stride=1, batchnorm_momentum=0.99, batchnorm_synch
   x = keras.layers.Activation("relu", name="conv1_relu")(x)
   x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # zeros are safe: inputs are post-ReLU
   x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+  outputs = []
   for stage, (blocks, width, stride) in enumerate(zip(BLOCKS[depth], _STAGE_WIDTHS, (1, 2, conv4_stride)),
                                                   start=2):
     for i in range(blocks):
       x = block(x, width, stride if i == 0 else 1, f"conv{stage}_block{i + 1}", conv, batch_norm)
-  return keras.Model(images, [x], name=f"resnet{depth}")
+    if f"conv{stage}" in taps:
+      outputs.append(x)
+  return keras.Model(images, outputs, name=f"resnet{depth}")
 
 
 def normalization(depth):

@@ -18,6 +18,7 @@ from ssd_tf.backbones import layers
 
 # (convs, channels) of blocks 1..5.
 _BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+TAPS = ("conv4_3", "conv7")
 CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, (convs, _) in enumerate(_BLOCKS, start=1)
                     for i in range(1, convs + 1))
 

@@ -1,0 +1,104 @@
+r"""Evaluation speed: images/s of ssd_tf's eval mode on the COCO sample, printed as one JSON line.
+
+Prepares --split of --coco_dir (default: val2017 of $COCO_TINY_DIR) into temporary TFRecords,
+loads the SSD of --config (random weights, or --checkpoint), and runs the evaluation of
+eval mode (ssd_tf.runner.Evaluator: eval pipeline, Detector, COCO json conversion,
+pycocotools COCOeval, metrics.json/detections.json, summary drawings) --rounds times with
+the same Evaluator and model:
+
+  eval_mode    what `main.py --mode=eval` spends after its imports: model load + Evaluator
+               setup (eval dataset, ground truth) + the first round (which traces the predict
+               function), as images/s.
+  rounds       each round's wall time and images/s; predict_s (the prediction loop: input
+               pipeline, network, NMS, COCO conversion), cocoeval_s (pycocotools), other_s
+               (results files, drawings), pycocotools_share = cocoeval_s / wall_s.
+  warm         the median of rounds 2.. (the function already traced): an evaluation
+               during train_and_eval.
+
+NB: a random model's every box scores ~1/(C+1) > 0.01, so each image has the full
+config.postprocess.max_detections detections (as a trained model at 0.01 often has).
+
+  python benchmarks/eval_speed.py --config=configs/ssd300_resnet18_coco.py
+"""
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import harness
+import machine
+
+sys.path.insert(0, str(harness.REPO))
+from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
+    "Config file (configs/*.py); override fields with --config.a.b=value.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: random weights).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "config.eval.batch_size.")
+_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
+_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "COCO 2017 layout to evaluate on.")
+_SPLIT = flags.DEFINE_string("split", "val2017", "The split evaluated.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Evaluations with the same Evaluator (the first one traces).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def measure(config, checkpoint, coco_dir, split, rounds, workdir):
+  """Eval mode's figures (see the module docstring)."""
+  from ssd_tf import runner  # pylint: disable=g-import-not-at-top
+  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  if rounds < 1:
+    raise ValueError(f"--rounds must be at least 1, got {rounds}")
+  config.data.eval_split = split
+  harness.prepare_coco(config, coco_dir, split, os.path.join(workdir, "data"))
+  start = time.perf_counter()
+  model = harness.load_model(config, checkpoint)
+  evaluator = runner.Evaluator(config, os.path.join(workdir, "run"), pipeline.label_map(config))
+  setup_s = time.perf_counter() - start
+  results = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # the evaluator prints its report; stdout is the JSON line
+      metrics = evaluator(model)
+    wall_s = time.perf_counter() - start
+    results.append(dict(
+        wall_s=round(wall_s, 3), images_per_s=round(metrics["num_images"] / wall_s, 3),
+        predict_s=round(metrics["predict_seconds"], 3), cocoeval_s=round(metrics["cocoeval_seconds"], 3),
+        other_s=round(wall_s - metrics["predict_seconds"] - metrics["cocoeval_seconds"], 3),
+        pycocotools_share=round(metrics["cocoeval_seconds"] / wall_s, 3)))
+  num_images = metrics["num_images"]
+  eval_mode_s = setup_s + results[0]["wall_s"]
+  report = dict(num_images=num_images, detections_per_image=round(metrics["num_detections"] / num_images, 1),
+                AP=round(metrics["AP"], 4), setup_s=round(setup_s, 3),
+                eval_mode=dict(wall_s=round(eval_mode_s, 3), images_per_s=round(num_images / eval_mode_s, 3),
+                               pycocotools_share=round(results[0]["cocoeval_s"] / eval_mode_s, 3)),
+                rounds=results)
+  if rounds > 1:
+    report["warm"] = {key: round(statistics.median(r[key] for r in results[1:]), 3)
+                      for key in ("wall_s", "images_per_s", "pycocotools_share")}
+  return report
+
+
+def main(argv):
+  with cli.user_errors(_TRACEBACK.value):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value, False)
+    with tempfile.TemporaryDirectory() as workdir:
+      ours = measure(config, _CHECKPOINT.value, _COCO_DIR.value, _SPLIT.value, _ROUNDS.value, workdir)
+    report = dict(bench="ssd_tf_eval", **harness.model_facts(config), precision=_PRECISION.value,
+                  checkpoint=_CHECKPOINT.value, split=_SPLIT.value, batch_size=_BATCH_SIZE.value,
+                  score_threshold=config.postprocess.score_threshold, **ours, machine=machine.facts(xla=False))
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,100 @@
+"""What the model benchmarks share: their config, models, the COCO sample, timing and FLOP counting.
+
+TensorFlow is imported inside the functions, so the scripts print --help without it.
+"""
+
+import os
+import pathlib
+import statistics
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+COCO_TINY_DIR = os.environ.get("COCO_TINY_DIR", str(REPO.parent / "shared" / "data" / "coco_tiny"))
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def benchmark_config(config, batch_size, precision, jit_compile):
+  """The config as benchmarked: random init (nothing downloaded), one device, the given batch, precision, XLA."""
+  if batch_size < 1:
+    raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+  config.model.backbone_weights = None
+  config.train.strategy = "default"
+  config.train.batch_size = config.eval.batch_size = batch_size
+  config.train.mixed_precision = precision
+  config.train.jit_compile = jit_compile
+  return config
+
+
+def model_facts(config):
+  """What identifies the measured model in a JSON line."""
+  from ssd_tf import anchors  # pylint: disable=g-import-not-at-top
+  m = config.model
+  return dict(config=config.name, backbone=m.backbone, backbone_taps=list(m.get("backbone_taps", ())),
+              image_size=int(m.image_size), num_classes=int(m.num_classes),
+              num_default_boxes=int(anchors.num_default_boxes(config.anchors)))
+
+
+def load_model(config, checkpoint=None):
+  """The SSD of config under its dtype policy: random weights, or restored from a checkpoint prefix."""
+  from ssd_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ssd_tf import train  # pylint: disable=g-import-not-at-top
+  if checkpoint:
+    return train.restore_model(config, checkpoint=checkpoint)[0]
+  train.set_precision_policy(config.train)
+  return model_lib.build_ssd(config)
+
+
+def prepare_coco(config, coco_dir, split, data_dir):
+  """Converts a split of a COCO layout to TFRecords in data_dir and points config.data at them.
+
+  Returns the prepare summary; a ValueError when the split's classes differ from config.model.num_classes.
+  """
+  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
+  summary = prepare.prepare_split(coco_dir, split, data_dir, num_shards=4, num_workers=os.cpu_count() or 1,
+                                  verbose=False)
+  config.data.tfrecord_dir = data_dir
+  num_classes = pipeline.label_map(config).num_classes
+  if num_classes != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes={config.model.num_classes} but {coco_dir} {split} has "
+                     f"{num_classes} categories")
+  return summary
+
+
+def time_calls(fn, warmup, steps):
+  """Seconds of each of `steps` calls of fn() after `warmup` untimed ones.
+
+  fn must return only once its work is done (TensorFlow's eager execution is synchronous
+  by default: a tf.function call returns with its outputs computed).
+  """
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"--steps must be at least 1 and --warmup at least 0, got {steps} and {warmup}")
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def timing(times, batch_size):
+  """Median and mean milliseconds per call, and images/s (images over total time, as the peer counts)."""
+  return dict(ms_median=round(1e3 * statistics.median(times), 2), ms_mean=round(1e3 * statistics.mean(times), 2),
+              images_per_s=round(batch_size * len(times) / sum(times), 3))
+
+
+def forward_flops(model, image_size):
+  """Floating point operations of one inference forward pass of one image, by TensorFlow's profiler.
+
+  tf.compat.v1.profiler counts the ops of the traced graph that register FLOP statistics
+  from their static shapes: Conv2D and MatMul as 2 per multiply-add (bias adds, BatchNorm
+  and element-wise ops add well under 1% for these models); ops without statistics count 0.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  forward = tf.function(lambda images: model(images, training=False))
+  graph = forward.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32)).graph
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options["output"] = "none"
+  return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)

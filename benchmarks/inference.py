@@ -1,0 +1,168 @@
+r"""Inference speed of the exported SavedModel and of the in-process Detector, printed as one JSON line.
+
+Exports the SSD of --config (random weights, or --checkpoint) with ssd_tf.export to a
+temporary SavedModel at --score_threshold, loads it, and times on real JPEGs (the first
+images of $COCO_TINY_DIR/val2017, by name), at batch 1 and at --batch_size (the same
+images every call, after --warmup untimed calls, --steps timed ones):
+
+  saved_model   serving_default: JPEG bytes in, detections out (decode, resize, network,
+                decoding, NMS), end to end.
+  detector      the in-process ssd_tf.postprocess.Detector (network + post-processing) as a
+                tf.function on the decoded, resized images: what the peer's infer mode measures.
+  preprocess    DetectionModule.decode_batch alone (decode + resize, serving_default's own).
+  network       the model alone on the same images.
+  postprocess   ssd_tf.postprocess.postprocess alone (box decoding, softmax, per-class NMS)
+                on the network's outputs for those images.
+
+Each row gives the median ms per call and images/s (images over total time, as the
+peer counts); postprocess_share = postprocess / (preprocess + network + postprocess).
+nms_candidates_per_image counts the (box, class) scores above the threshold, which is
+what NMS sorts. NB: with random weights every softmax score is near 1/(C+1) > 0.01, so
+nearly every candidate passes: a worst case, as for the peer.
+
+--peer_python runs torchvision's SSD of the same design (../shared/peer/torch_ssd_bench.py
+--mode infer, on random tensors, its own transform + network + postprocess) right after.
+
+  python benchmarks/inference.py --config=configs/ssd300_resnet18_coco.py \
+      --peer_python=/tmp/peer/venv/bin/python
+"""
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import harness
+import machine
+import peer
+
+sys.path.insert(0, str(harness.REPO))
+from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
+    "Config file (configs/*.py); override fields with --config.a.b=value.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: random weights).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "The larger batch (batch 1 is always measured).")
+_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
+_SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 0.01, "config.postprocess.score_threshold.")
+_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "COCO 2017 layout with the val2017 JPEGs.")
+_SPLIT = flags.DEFINE_string("split", "val2017", "Split whose JPEGs (and categories) are used.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (the first one traces).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed calls per batch size and measurement.")
+_PEER_PYTHON = flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too.")
+_PEER_STEPS = flags.DEFINE_integer("peer_steps", 5, "Peer: timed calls per batch size.")
+_PEER_WARMUP = flags.DEFINE_integer("peer_warmup", 2, "Peer: untimed calls first.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def read_jpegs(coco_dir, split, count):
+  """The bytes of the first `count` images (by file name) of <coco_dir>/<split>."""
+  folder = pathlib.Path(coco_dir) / split
+  if not folder.is_dir():
+    raise FileNotFoundError(f"{folder} not found: point --coco_dir (or COCO_TINY_DIR) at a COCO 2017 layout")
+  paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+  if len(paths) < count:
+    raise ValueError(f"{folder} has {len(paths)} JPEGs, --batch_size={count} needs that many")
+  return [p.read_bytes() for p in paths[:count]]
+
+
+def coco_label_map(config, coco_dir, split, path):
+  """The label map of the split's categories, saved to path (the SavedModel's asset)."""
+  from ssd_tf.data import coco  # pylint: disable=g-import-not-at-top
+  label_map = coco.read_split(coco_dir, split).label_map
+  if label_map.num_classes != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes={config.model.num_classes} but {coco_dir} {split} has "
+                     f"{label_map.num_classes} categories")
+  label_map.save(path)
+  return label_map
+
+
+def measure(config, model, label_map, label_map_path, export_dir, jpegs, warmup, steps):
+  """{"batch<B>": figures} for B = 1 and len(jpegs) (see the module docstring)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import export  # pylint: disable=g-import-not-at-top
+  from ssd_tf import postprocess  # pylint: disable=g-import-not-at-top
+
+  with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel writer's notes
+    export.export_saved_model(model, config, label_map, label_map_path, export_dir)
+  serving_default = tf.saved_model.load(export_dir).signatures["serving_default"]
+  module = export.DetectionModule(model, config, label_map, label_map_path)
+  detector = postprocess.Detector(model, config)
+  detect = tf.function(detector)
+  preprocess = tf.function(module.decode_batch)
+  network = tf.function(lambda images: model(images, training=False))
+  post = tf.function(lambda outputs: postprocess.postprocess(
+      outputs["loc"], outputs["logits"], detector.anchors, variances=detector.variances, **detector.settings))
+
+  results = {}
+  for batch_size in sorted({1, len(jpegs)}):
+    encoded = tf.constant(jpegs[:batch_size])
+    images = preprocess(encoded)
+    outputs = network(images)
+    detections = post(outputs)
+
+    calls = {"saved_model": lambda: serving_default(images=encoded), "detector": lambda: detect(images),
+             "preprocess": lambda: preprocess(encoded), "network": lambda: network(images),
+             "postprocess": lambda: post(outputs)}
+    row = {name: harness.timing(harness.time_calls(call, warmup, steps), batch_size)
+           for name, call in calls.items()}
+    parts_ms = sum(row[part]["ms_median"] for part in ("preprocess", "network", "postprocess"))
+    scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)[..., 1:]
+    row.update(
+        postprocess_share=round(row["postprocess"]["ms_median"] / parts_ms, 3),
+        nms_candidates_per_image=round(float(tf.reduce_sum(tf.cast(scores > detector.settings["score_threshold"],
+                                                                   tf.float32))) / batch_size, 1),
+        detections_per_image=round(float(tf.reduce_mean(tf.cast(detections["num_detections"], tf.float32))), 1))
+    results[f"batch{batch_size}"] = row
+  return results
+
+
+def peer_ratios(ours, theirs, batch_size):
+  """How many times faster than the peer: images/s at batch_size, and batch-1 latency (median ms)."""
+  big, one = f"batch{batch_size}", "batch1"
+  ratios = {}
+  for name in ("saved_model", "detector"):
+    ratios[f"{name}_{big}_images_per_s"] = round(ours[big][name]["images_per_s"] / theirs[big]["images_per_s"], 2)
+    ratios[f"{name}_batch1_latency"] = round(theirs[one]["latency_ms_median"] / ours[one][name]["ms_median"], 2)
+  ratios["peer_postprocess_share"] = {
+      key: round(theirs[key]["postprocess_ms_mean"] / theirs[key]["latency_ms_mean"], 3) for key in (one, big)}
+  return ratios
+
+
+def main(argv):
+  with cli.user_errors(_TRACEBACK.value):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value, False)
+    config.postprocess.score_threshold = _SCORE_THRESHOLD.value
+    if _PEER_PYTHON.value:
+      peer.ssd_model(config)  # no peer model for this config: say so before measuring
+    jpegs = read_jpegs(_COCO_DIR.value, _SPLIT.value, _BATCH_SIZE.value)
+    with tempfile.TemporaryDirectory() as workdir:
+      label_map_path = os.path.join(workdir, "label_map.json")
+      label_map = coco_label_map(config, _COCO_DIR.value, _SPLIT.value, label_map_path)
+      model = harness.load_model(config, _CHECKPOINT.value)
+      ours = measure(config, model, label_map, label_map_path, os.path.join(workdir, "saved_model"), jpegs,
+                     _WARMUP.value, _STEPS.value)
+    report = dict(bench="ssd_tf_inference", **harness.model_facts(config), precision=_PRECISION.value,
+                  checkpoint=_CHECKPOINT.value, score_threshold=_SCORE_THRESHOLD.value,
+                  images=str(pathlib.Path(_COCO_DIR.value) / _SPLIT.value), batch_size=_BATCH_SIZE.value,
+                  warmup=_WARMUP.value, steps=_STEPS.value, **ours, machine=machine.facts(xla=False))
+    if _PEER_PYTHON.value:
+      theirs = peer.run_ssd_bench(_PEER_PYTHON.value, config, "infer", _BATCH_SIZE.value, _PEER_STEPS.value,
+                                  _PEER_WARMUP.value, _SCORE_THRESHOLD.value)
+      report["peer"] = theirs
+      report["speedup_vs_peer"] = peer_ratios(ours, theirs, _BATCH_SIZE.value)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

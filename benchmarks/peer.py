@@ -1,0 +1,35 @@
+"""Running the torchvision peer (../shared/peer/, its own venv) from a benchmark, in the same sitting."""
+
+import json
+import pathlib
+import subprocess
+
+PEER_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "peer"
+
+# (backbone, image size) -> the peer's model of the same design (its README).
+SSD_MODELS = {("vgg16", 300): "ssd300_vgg16", ("resnet18", 300): "ssd300_resnet18",
+              ("resnet50", 300): "ssd300_resnet50"}
+
+
+def run_json(command):
+  """Runs a peer command; its last stdout line parsed as JSON."""
+  result = subprocess.run([str(part) for part in command], capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise RuntimeError(f"peer benchmark failed ({' '.join(map(str, command))}):\n{result.stderr[-2000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ssd_model(config):
+  """The peer model matching config.model (backbone, image size); ValueError when it has none."""
+  key = (config.model.backbone, int(config.model.image_size))
+  if key not in SSD_MODELS:
+    raise ValueError(f"the peer has no SSD for backbone {key[0]} at {key[1]} px (it has "
+                     f"{', '.join(SSD_MODELS.values())}): drop --peer_python for this config")
+  return SSD_MODELS[key]
+
+
+def run_ssd_bench(peer_python, config, mode, batch, steps, warmup, score_threshold=0.01):
+  """torch_ssd_bench.py --mode train|infer for the matching model, with 1 + C classes like ours."""
+  return run_json([peer_python, PEER_DIR / "torch_ssd_bench.py", "--model", ssd_model(config),
+                   "--mode", mode, "--batch", batch, "--steps", steps, "--warmup", warmup,
+                   "--num-classes", config.model.num_classes + 1, "--score-thresh", score_threshold])

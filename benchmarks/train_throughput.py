@@ -1,0 +1,173 @@
+r"""Training throughput: steady-state images/s of ssd_tf's real training step, printed as one JSON line.
+
+Times ssd_tf.train.Trainer's own step (matching, forward, MultiBox loss with hard negative
+mining, weight decay, backward, SGD momentum update; XLA-compiled with --jit_compile) on
+one device, after --warmup untimed steps, over --steps steps; a step ends when its loss is
+on the host, as in Trainer.fit.
+
+  --input=cached    one synthetic batch (random images in [0, 255], 1-10 random ground truth
+                    boxes each, like the peer's) held in memory: the model alone is measured.
+  --input=pipeline  the real augmenting tf.data pipeline over TFRecords prepared from the COCO
+                    sample (--coco_dir, default $COCO_TINY_DIR) into a temporary folder.
+
+FLOPs: one forward pass of one image is counted by TensorFlow's profiler on the traced
+graph (Conv2D/MatMul at 2 per multiply-add); a training step is taken as 3x the forward
+pass (backward ~ 2x forward). Achieved GFLOP/s and its fraction of --ceiling_gflops
+(what this CPU sustains in TensorFlow convolutions, issue #6) are reported.
+
+--breakdown times the parts of a step separately, each as its own tf.function (XLA as the
+step) on the same batch: forward only, forward + loss + backward (targets given), matching,
+matching + loss (model outputs given), optimizer update (gradients given).
+
+--peer_python runs torchvision's SSD of the same design (../shared/peer/torch_ssd_bench.py
+--mode train, same batch size and number of classes) right after and reports the ratio.
+
+  python benchmarks/train_throughput.py --config=configs/ssd300_resnet50_coco.py --jit_compile \
+      --breakdown --peer_python=/tmp/peer/venv/bin/python
+"""
+
+import json
+import pathlib
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import harness
+import machine
+import peer
+
+sys.path.insert(0, str(harness.REPO))
+from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
+    "Config file (configs/*.py); override fields with --config.a.b=value. Backbone weights are random.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Global batch size (the peer's default: 8).")
+_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
+_JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+_INPUT = flags.DEFINE_enum("input", "cached", ("cached", "pipeline"), "Where batches come from.")
+_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "--input=pipeline: COCO 2017 layout.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (the first one traces and compiles).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the parts of a step separately.")
+_CEILING = flags.DEFINE_float("ceiling_gflops", 140.0, "GFLOP/s the CPU sustains in TF convolutions.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch.")
+_PEER_PYTHON = flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too.")
+_PEER_STEPS = flags.DEFINE_integer("peer_steps", 6, "Peer: timed steps.")
+_PEER_WARMUP = flags.DEFINE_integer("peer_warmup", 2, "Peer: untimed steps first.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+
+
+def synthetic_batch(config, seed):
+  """A training batch of random images and boxes, padded like the pipeline's (see the API contract).
+
+  image float32 [B,S,S,3] uniform in [0, 255]; per image 1-10 boxes (normalized yxyx, sides
+  at least 10 px, inside the image) with random labels 1..C; the rest of the
+  config.data.max_boxes rows are padding (label -1).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  batch, size, rows = config.train.batch_size, config.model.image_size, config.data.max_boxes
+  rng = np.random.default_rng(seed)
+  boxes = np.zeros((batch, rows, 4), np.float32)
+  labels = np.full((batch, rows), -1, np.int32)
+  for i in range(batch):
+    count = min(int(rng.integers(1, 11)), rows)
+    corner = rng.uniform(0.0, 1.0 - 20.0 / size, size=(count, 2))
+    extent = 10.0 / size + rng.uniform(0.0, 1.0, size=(count, 2)) * (1.0 - corner - 10.0 / size)
+    boxes[i, :count] = np.concatenate([corner, corner + extent], axis=1)
+    labels[i, :count] = rng.integers(1, config.model.num_classes + 1, size=count)
+  return dict(image=rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype(np.float32),
+              boxes=boxes, labels=labels, is_crowd=np.zeros((batch, rows), bool))
+
+
+def cached_iterator(strategy, batch):
+  """The same batch every step, as the training loop receives batches (a distributed iterator)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tensors = {key: tf.constant(value) for key, value in batch.items()}
+  return iter(strategy.distribute_datasets_from_function(
+      lambda _: tf.data.Dataset.from_tensors(tensors).repeat()))
+
+
+def step_parts(trainer, batch):
+  """{part: zero-argument callable} timing each part of Trainer's step on `batch` (see --breakdown)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  batch = {key: tf.constant(value) for key, value in batch.items()}
+
+  def compiled(fn):
+    return tf.function(fn, jit_compile=trainer.jit_compile)
+
+  forward = compiled(lambda: trainer.model(batch["image"], training=True))
+  match = compiled(lambda: trainer.targets(batch))
+  match_and_loss = compiled(lambda outputs: trainer.losses(outputs, trainer.targets(batch))["loss"])
+  gradients_of = compiled(lambda targets: trainer.gradients(batch, targets)[1])
+  update = compiled(trainer.apply_gradients)
+  outputs, targets = forward(), match()
+  gradients = gradients_of(targets)
+  return dict(forward=forward, forward_backward=lambda: gradients_of(targets),
+              matching=match, matching_loss=lambda: match_and_loss(outputs),
+              optimizer_update=lambda: update(gradients))
+
+
+def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, ceiling_gflops, seed):
+  """Times Trainer's step; returns (JSON fields, whether the step was XLA-compiled)."""
+  import math  # pylint: disable=g-import-not-at-top
+  from ssd_tf import distribute  # pylint: disable=g-import-not-at-top
+  from ssd_tf import train  # pylint: disable=g-import-not-at-top
+
+  if input_kind == "pipeline":
+    harness.prepare_coco(config, coco_dir, config.data.train_split, str(pathlib.Path(workdir) / "data"))
+  trainer = train.Trainer(config, str(pathlib.Path(workdir) / "run"), distribute.make_strategy("default"))
+  batch = synthetic_batch(config, seed)
+  iterator = (trainer.dataset_iterator(0) if input_kind == "pipeline"
+              else cached_iterator(trainer.strategy, batch))
+  losses = []
+  times = harness.time_calls(
+      lambda: losses.append(float(trainer.train_step(iterator)["loss"])),
+      warmup, steps)
+  step = harness.timing(times, config.train.batch_size)
+  forward_gflop = harness.forward_flops(trainer.model, config.model.image_size) / 1e9
+  achieved = 3 * forward_gflop * step["images_per_s"]
+  result = dict(
+      images_per_s=step["images_per_s"], step_ms_median=step["ms_median"], step_ms_mean=step["ms_mean"],
+      loss_first_timed=round(losses[warmup], 4), loss_last=round(losses[-1], 4),
+      finite=all(math.isfinite(value) for value in losses),
+      forward_gflop_per_image=round(forward_gflop, 3), train_gflop_per_image=round(3 * forward_gflop, 3),
+      achieved_gflop_per_s=round(achieved, 2), ceiling_gflop_per_s=ceiling_gflops,
+      ceiling_fraction=round(achieved / ceiling_gflops, 3),
+      flops_method="tf.compat.v1.profiler float_operation on the batch-1 inference graph (2 per "
+                   "multiply-add); training = 3x forward")
+  if breakdown:
+    parts = {name: harness.timing(harness.time_calls(fn, warmup, steps), config.train.batch_size)["ms_median"]
+             for name, fn in step_parts(trainer, batch).items()}
+    result["breakdown_ms_median"] = parts
+    result["breakdown_share_of_step"] = {name: round(ms / step["ms_median"], 3) for name, ms in parts.items()}
+  return result, trainer.jit_compile
+
+
+def main(argv):
+  with cli.user_errors(_TRACEBACK.value):
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value,
+                                      _JIT_COMPILE.value)
+    if _PEER_PYTHON.value:
+      peer.ssd_model(config)  # no peer model for this config: say so before measuring
+    with tempfile.TemporaryDirectory() as workdir:
+      ours, xla = measure(config, workdir, _INPUT.value, _COCO_DIR.value, _WARMUP.value, _STEPS.value,
+                          _BREAKDOWN.value, _CEILING.value, _SEED.value)
+    report = dict(bench="ssd_tf_train", **harness.model_facts(config), batch_size=config.train.batch_size,
+                  precision=_PRECISION.value, jit_compile=xla, input=_INPUT.value, warmup=_WARMUP.value,
+                  steps=_STEPS.value, **ours, machine=machine.facts(xla))
+    if _PEER_PYTHON.value:
+      theirs = peer.run_ssd_bench(_PEER_PYTHON.value, config, "train", config.train.batch_size,
+                                  _PEER_STEPS.value, _PEER_WARMUP.value)
+      report["peer"] = theirs
+      report["speedup_vs_peer"] = round(ours["images_per_s"] / theirs["images_per_s"], 2)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,173 @@
+"""Benchmarks: each script end to end at 64 px (its JSON line), FLOPs by hand, the README table from sample lines.
+
+The model benchmarks start together (one subprocess each, module fixture, one timed call
+of each function: the first one, untimed, traces) so the file stays well under a minute
+on 2 cores; each test then checks one script's JSON line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from benchmarks import harness
+from benchmarks import peer
+
+REPO = harness.REPO
+TINY = ("--config=tests/tiny_config.py", "--config.model.num_classes=80")  # 64 px; the sample's 80 classes
+COMMANDS = {
+    "train": ("train_throughput.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--breakdown",
+              "--ceiling_gflops=100"),
+    "inference": ("inference.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1"),
+    "eval": ("eval_speed.py", *TINY, "--rounds=2", "--config.eval.num_images=16"),
+}
+
+
+def _start(script, *flags, coco_dir):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", COCO_TINY_DIR=str(coco_dir))
+  return subprocess.Popen([sys.executable, os.path.join("benchmarks", script), *flags], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _json_line(name, process):
+  stdout, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, f"{name} failed:\n{stderr[-3000:]}"
+  lines = stdout.strip().splitlines()
+  assert len(lines) == 1, f"{name} printed more than its JSON line:\n{stdout[-2000:]}"
+  return json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def outputs(coco_tiny_dir):
+  """{name: the JSON line of COMMANDS[name]}, the scripts run side by side."""
+  processes = {name: _start(*command, coco_dir=coco_tiny_dir) for name, command in COMMANDS.items()}
+  return {name: _json_line(name, process) for name, process in processes.items()}
+
+
+def _check_machine(record, xla):
+  machine = record["machine"]
+  assert machine["nproc"] == os.cpu_count() and machine["xla"] is xla
+  assert machine["tensorflow"] and machine["keras"] and machine["devices"] and machine["date"]
+
+
+def _check_timing(row, batch_size):
+  """ms_median, ms_mean, images_per_s of harness.timing (images/s = batch / mean)."""
+  assert row["ms_median"] > 0 and row["ms_mean"] > 0
+  assert row["images_per_s"] == pytest.approx(1e3 * batch_size / row["ms_mean"], rel=1e-2)
+
+
+def test_train_throughput(outputs):
+  r = outputs["train"]
+  _check_machine(r, xla=False)
+  assert (r["bench"], r["backbone"], r["image_size"], r["batch_size"], r["input"]) == (
+      "ssd_tf_train", "resnet18", 64, 2, "cached")
+  assert r["machine"]["dtype_policy"] == "float32" and r["finite"]
+  assert r["images_per_s"] == pytest.approx(2e3 / r["step_ms_mean"], rel=1e-2)
+  assert r["loss_first_timed"] == r["loss_last"] > 0  # one timed step
+  assert r["forward_gflop_per_image"] > 0
+  assert r["train_gflop_per_image"] == pytest.approx(3 * r["forward_gflop_per_image"], abs=2e-3)  # both rounded
+  assert r["achieved_gflop_per_s"] == pytest.approx(r["train_gflop_per_image"] * r["images_per_s"], rel=1e-2)
+  assert r["ceiling_fraction"] == pytest.approx(r["achieved_gflop_per_s"] / 100, rel=1e-2)
+  parts = r["breakdown_ms_median"]
+  assert set(parts) == {"forward", "forward_backward", "matching", "matching_loss", "optimizer_update"}
+  assert all(ms > 0 for ms in parts.values())
+  assert parts["forward_backward"] > parts["forward"]
+  share = parts["forward"] / r["step_ms_median"]
+  assert r["breakdown_share_of_step"]["forward"] == pytest.approx(share, abs=2e-3)
+
+
+def test_inference(outputs):
+  r = outputs["inference"]
+  _check_machine(r, xla=False)
+  assert (r["bench"], r["score_threshold"], r["batch_size"]) == ("ssd_tf_inference", 0.01, 2)
+  for batch_size in (1, 2):
+    row = r[f"batch{batch_size}"]
+    for part in ("saved_model", "detector", "preprocess", "network", "postprocess"):
+      _check_timing(row[part], batch_size)
+    parts_ms = sum(row[part]["ms_median"] for part in ("preprocess", "network", "postprocess"))
+    assert row["postprocess_share"] == pytest.approx(row["postprocess"]["ms_median"] / parts_ms, abs=2e-3)
+    # Random weights: scores ~1/81 > 0.01 for most of the 368 boxes x 80 classes.
+    assert 0.1 * 368 * 80 < row["nms_candidates_per_image"] <= 368 * 80
+    assert row["detections_per_image"] == 20  # tiny_config's postprocess.max_detections
+
+
+def test_eval_speed(outputs):
+  r = outputs["eval"]
+  _check_machine(r, xla=False)
+  assert (r["bench"], r["num_images"], r["detections_per_image"]) == ("ssd_tf_eval", 16, 20)
+  for row in r["rounds"]:
+    assert row["wall_s"] == pytest.approx(row["predict_s"] + row["cocoeval_s"] + row["other_s"], abs=2e-3)
+    assert row["images_per_s"] == pytest.approx(16 / row["wall_s"], rel=1e-2)
+    assert 0 < row["pycocotools_share"] < 1
+  assert r["eval_mode"]["wall_s"] == pytest.approx(r["setup_s"] + r["rounds"][0]["wall_s"], abs=2e-3)
+  assert r["warm"]["images_per_s"] == r["rounds"][1]["images_per_s"]
+
+
+@pytest.mark.slow
+def test_input_pipeline_reports_machine_facts(coco_tiny_dir):
+  process = _start("input_pipeline.py", "--coco_dir", str(coco_tiny_dir), "--image_size=64", "--batch=4",
+                   "--warmup=1", "--batches=2", "--rounds=1", coco_dir=coco_tiny_dir)
+  r = _json_line("input_pipeline", process)
+  _check_machine(r, xla=False)
+  assert r["images_per_s"] > 0 and r["decode_resize_images_per_s"] > 0
+
+
+def test_forward_flops_by_hand():
+  inputs = keras.Input((10, 10, 3))
+  features = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+  outputs = keras.layers.Dense(5)(keras.layers.Flatten()(features))
+  # Conv: 2 x (10*10*4 outputs x 3*3*3 taps) + 400 bias adds; dense: 2 x 400*5 + 5 bias adds.
+  assert harness.forward_flops(keras.Model(inputs, outputs), 10) == 21600 + 400 + 4000 + 5
+
+
+def test_peer_model_of_config():
+  from configs import ssd300_vgg16_coco, ssd512_resnet50_coco  # pylint: disable=g-import-not-at-top
+  assert peer.ssd_model(ssd300_vgg16_coco.get_config()) == "ssd300_vgg16"
+  with pytest.raises(ValueError, match="no SSD for backbone resnet50 at 512 px"):
+    peer.ssd_model(ssd512_resnet50_coco.get_config())
+
+
+MACHINE = dict(cpu="AMD EPYC", nproc=2, tensorflow="2.21.0", keras="3.15.1", date="2026-11-25T10:00:00")
+PEER_VERSIONS = dict(torch="2.14.1", torchvision="0.29.1")
+SAMPLE = [
+    dict(bench="ssd_tf_train", backbone="resnet18", image_size=300, batch_size=8, precision="float32",
+         jit_compile=True, input="cached", images_per_s=3.104, step_ms_median=2577.3, achieved_gflop_per_s=145.1,
+         ceiling_fraction=1.036, ceiling_gflop_per_s=140.0, speedup_vs_peer=1.42,
+         peer=dict(images_per_s=2.18, **PEER_VERSIONS), machine=MACHINE),
+    dict(bench="ssd_tf_inference", backbone="resnet50", backbone_taps=["conv3", "conv4"], image_size=512,
+         checkpoint=None, score_threshold=0.01, precision="float32", batch_size=8,
+         batch1=dict(saved_model=dict(ms_median=410.4), detector=dict(ms_median=380.2)),
+         batch8=dict(saved_model=dict(images_per_s=2.71), detector=dict(images_per_s=2.93),
+                     preprocess=dict(ms_median=50.2), network=dict(ms_median=2500.7),
+                     postprocess=dict(ms_median=180.4), postprocess_share=0.066, nms_candidates_per_image=1.9e6),
+         machine=dict(MACHINE, date="2026-11-26T09:00:00")),
+    dict(bench="ssd_tf_eval", backbone="vgg16", image_size=300, checkpoint="runs/vgg/ckpt-1", num_images=80,
+         batch_size=8, eval_mode=dict(images_per_s=4.5, pycocotools_share=0.104), machine=MACHINE),
+]
+
+
+def test_report_renders_tables(tmp_path):
+  path = tmp_path / "results.jsonl"
+  path.write_text("some log line\n" + "\n".join(json.dumps(r) for r in SAMPLE) + "\n")
+  text = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), str(path)],
+                        capture_output=True, text=True, check=True).stdout
+  assert text.startswith("Measured on AMD EPYC, 2 logical CPUs, TensorFlow 2.21.0, Keras 3.15.1, no GPU, "
+                         "on 2026-11-25 to 2026-11-26; peer: torch 2.14.1 / torchvision 0.29.1, in the same "
+                         "sittings.")
+  assert ("| SSD300-ResNet18 | 8 | float32 | on | cached | 3.10 | 2577 | 145 (104% of 140) | 2.18 "
+          "| 1.42x |") in text
+  assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 | float32 | 8 | 410 | 2.71 | 380 | 2.93 "
+          "| 50 / 2501 / 180 | 7% | 1900000 | - | - | - | - |") in text
+  assert "| SSD300-VGG16 | checkpoint | 80 | 8 | 4.50 | 10% | - | - |" in text
+  assert "input_pipeline" not in text  # no such records, no such table
+
+
+def test_report_without_records_is_an_error(tmp_path):
+  path = tmp_path / "empty.jsonl"
+  path.write_text("not json\n")
+  result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), str(path)],
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 1 and "no benchmark JSON lines found" in result.stderr
