@@ -1,7 +1,9 @@
 """Real COCO 2017 sample: prepare both splits; every annotation round-trips against pycocotools."""
 
 import contextlib
+import importlib
 import io
+import sys
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -56,3 +58,15 @@ def test_every_annotation_round_trips(coco_tiny_dir, prepared, split):
   assert summaries[split]["crowd_boxes"] == sum(a["iscrowd"] for a in gt.anns.values())
   names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
   assert [e["name"] for e in label_map.entries] == [names[i] for i in sorted(names)]
+
+
+def test_overfit_config_reads_the_sample_and_scores_its_training_images(coco_tiny_dir, monkeypatch):
+  """configs/coco_tiny_overfit.py: COCO_TINY_DIR is honoured; 80 classes as in the sample's json."""
+  monkeypatch.setenv("COCO_TINY_DIR", str(coco_tiny_dir))
+  sys.modules.pop("configs.coco_tiny_overfit", None)
+  config = importlib.import_module("configs.coco_tiny_overfit").get_config()
+  assert config.data.coco_dir == str(coco_tiny_dir)
+  assert config.data.eval_split == config.data.train_split == "train2017"
+  assert coco.read_split(str(coco_tiny_dir), "train2017").label_map.num_classes == config.model.num_classes
+  assert all(config.data.augment[key] == 0.0
+             for key in ("photometric_prob", "expand_prob", "crop_prob", "flip_prob"))
