@@ -67,7 +67,7 @@ def measure(config, checkpoint, coco_dir, split, rounds, workdir):
   for _ in range(rounds):
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the evaluator prints its report; stdout is the JSON line
-      metrics = evaluator(model)
+      metrics = evaluator(model, drawings=False)  # as eval mode
     wall_s = time.perf_counter() - start
     results.append(dict(
         wall_s=round(wall_s, 3), images_per_s=round(metrics["num_images"] / wall_s, 3),

@@ -110,8 +110,8 @@ class Evaluator:
     self._predict_fn = None  # one tf.function per model, traced once
     self._predicted_model = None
 
-  def __call__(self, model, step=None):
-    """Returns metrics (plus "images": uint8 drawings of the first eval images)."""
+  def __call__(self, model, step=None, drawings=True):
+    """Returns metrics (plus "images": uint8 drawings of the first eval images, when asked)."""
     if self._predicted_model is not model:
       self._predict_fn = tf.function(postprocess.Detector(model, self.config))
       self._predicted_model = model
@@ -131,7 +131,7 @@ class Evaluator:
     print(evaluate_lib.format_report(self.config.model.backbone, metrics), flush=True)
     print(f"images/s {metrics['images_per_second']:.2f}; pycocotools {metrics['cocoeval_seconds']:.1f} s; "
           f"metrics and detections written to {self.workdir}", flush=True)
-    return dict(metrics, images=self._drawings(predict_fn))
+    return dict(metrics, images=self._drawings(predict_fn)) if drawings else metrics
 
   def _drawings(self, predict_fn):
     count = self.config.eval.num_summary_images
@@ -165,9 +165,7 @@ def evaluate(config, workdir, checkpoint=None):
   label_map = load_label_map(workdir)
   model, path = train_lib.restore_model(config, workdir, checkpoint)
   step = int(path.rsplit("-", 1)[-1]) if path.rsplit("-", 1)[-1].isdigit() else None
-  metrics = Evaluator(config, workdir, label_map)(model, step)
-  metrics.pop("images")
-  return metrics
+  return Evaluator(config, workdir, label_map)(model, step, drawings=False)
 
 
 def export(config, workdir, checkpoint=None, export_dir=None):
