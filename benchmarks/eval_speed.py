@@ -31,7 +31,6 @@ import time
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import harness
 import machine
@@ -39,16 +38,12 @@ import machine
 sys.path.insert(0, str(harness.REPO))
 from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
-    "Config file (configs/*.py); override fields with --config.a.b=value.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: random weights).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "config.eval.batch_size.")
-_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
-_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "COCO 2017 layout to evaluate on.")
+_MODEL = harness.define_model_flags(
+    batch_size_help="config.eval.batch_size.", coco_dir_help="COCO 2017 layout to evaluate on.",
+    checkpoint_help="Checkpoint prefix (default: random weights).")
 _SPLIT = flags.DEFINE_string("split", "val2017", "The split evaluated.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Evaluations with the same Evaluator (the first one traces).")
-_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 
 def measure(config, checkpoint, coco_dir, split, rounds, workdir):
@@ -88,14 +83,16 @@ def measure(config, checkpoint, coco_dir, split, rounds, workdir):
 
 
 def main(argv):
-  with cli.user_errors(_TRACEBACK.value):
+  with cli.user_errors(_MODEL.traceback.value):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value, False)
+    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
+                                      _MODEL.precision.value, False)
     with tempfile.TemporaryDirectory() as workdir:
-      ours = measure(config, _CHECKPOINT.value, _COCO_DIR.value, _SPLIT.value, _ROUNDS.value, workdir)
-    report = dict(bench="ssd_tf_eval", **harness.model_facts(config), precision=_PRECISION.value,
-                  checkpoint=_CHECKPOINT.value, split=_SPLIT.value, batch_size=_BATCH_SIZE.value,
+      ours = measure(config, _MODEL.checkpoint.value, _MODEL.coco_dir.value, _SPLIT.value, _ROUNDS.value,
+                     workdir)
+    report = dict(bench="ssd_tf_eval", **harness.model_facts(config), precision=_MODEL.precision.value,
+                  checkpoint=_MODEL.checkpoint.value, split=_SPLIT.value, batch_size=_MODEL.batch_size.value,
                   score_threshold=config.postprocess.score_threshold, **ours, machine=machine.facts(xla=False))
     print(json.dumps(report), flush=True)
 

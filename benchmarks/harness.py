@@ -1,16 +1,56 @@
-"""What the model benchmarks share: their config, models, the COCO sample, timing and FLOP counting.
+"""What the model benchmarks share: their flags, config, models, the COCO sample, timing and FLOP counting.
 
 TensorFlow is imported inside the functions, so the scripts print --help without it.
 """
 
+import collections
 import os
 import pathlib
 import statistics
 import time
 
+from absl import flags
+from ml_collections import config_flags
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
-COCO_TINY_DIR = os.environ.get("COCO_TINY_DIR", str(REPO.parent / "shared" / "data" / "coco_tiny"))
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+ModelFlags = collections.namedtuple("ModelFlags", "config checkpoint batch_size precision coco_dir traceback")
+TimingFlags = collections.namedtuple("TimingFlags", "warmup steps peer_python peer_steps peer_warmup")
+
+
+def define_model_flags(batch_size_help, coco_dir_help, config_note="", checkpoint_help=None):
+  """Defines --config, --batch_size (default 8), --mixed_precision, --coco_dir, --traceback and, with a
+  checkpoint_help, --checkpoint; returns their FlagHolders as a ModelFlags (checkpoint None without).
+
+  Call it after the repository is on sys.path (the --coco_dir default is ssd_tf.defaults.coco_sample_dir()),
+  then flags.adopt_module_key_flags(harness) so that the script's --help lists these flags.
+  """
+  from ssd_tf import defaults  # pylint: disable=g-import-not-at-top
+  config_help = " ".join(filter(None, ("Config file (configs/*.py); override fields with --config.a.b=value.",
+                                       config_note)))
+  return ModelFlags(
+      config=config_flags.DEFINE_config_file(
+          "config", str(REPO / "configs" / "ssd300_resnet18_coco.py"), config_help),
+      checkpoint=flags.DEFINE_string("checkpoint", None, checkpoint_help) if checkpoint_help else None,
+      batch_size=flags.DEFINE_integer("batch_size", 8, batch_size_help),
+      precision=flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS, "Keras dtype policy."),
+      coco_dir=flags.DEFINE_string("coco_dir", defaults.coco_sample_dir(), coco_dir_help),
+      traceback=flags.DEFINE_bool("traceback", False, "Show the full traceback of an error."))
+
+
+def define_timing_flags(warmup, steps, peer_steps, peer_warmup):
+  """Defines --warmup, --steps, --peer_python, --peer_steps and --peer_warmup; returns a TimingFlags.
+
+  Each argument is the (default, help) pair of its flag; --peer_python is alike everywhere. Call
+  flags.adopt_module_key_flags(harness) after it, as after define_model_flags.
+  """
+  return TimingFlags(
+      warmup=flags.DEFINE_integer("warmup", *warmup),
+      steps=flags.DEFINE_integer("steps", *steps),
+      peer_python=flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too."),
+      peer_steps=flags.DEFINE_integer("peer_steps", *peer_steps),
+      peer_warmup=flags.DEFINE_integer("peer_warmup", *peer_warmup))
 
 
 def benchmark_config(config, batch_size, precision, jit_compile):

@@ -37,7 +37,6 @@ import tempfile
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import harness
 import machine
@@ -46,21 +45,17 @@ import peer
 sys.path.insert(0, str(harness.REPO))
 from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
-    "Config file (configs/*.py); override fields with --config.a.b=value.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: random weights).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "The larger batch (batch 1 is always measured).")
-_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
+_MODEL = harness.define_model_flags(
+    batch_size_help="The larger batch (batch 1 is always measured).",
+    coco_dir_help="COCO 2017 layout with the val2017 JPEGs.",
+    checkpoint_help="Checkpoint prefix to export (default: random weights).")
+_TIMING = harness.define_timing_flags(
+    warmup=(2, "Untimed calls first (the first one traces)."),
+    steps=(10, "Timed calls per batch size and measurement."),
+    peer_steps=(5, "Peer: timed calls per batch size."), peer_warmup=(2, "Peer: untimed calls first."))
 _SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 0.01, "config.postprocess.score_threshold.")
-_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "COCO 2017 layout with the val2017 JPEGs.")
 _SPLIT = flags.DEFINE_string("split", "val2017", "Split whose JPEGs (and categories) are used.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (the first one traces).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed calls per batch size and measurement.")
-_PEER_PYTHON = flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too.")
-_PEER_STEPS = flags.DEFINE_integer("peer_steps", 5, "Peer: timed calls per batch size.")
-_PEER_WARMUP = flags.DEFINE_integer("peer_warmup", 2, "Peer: untimed calls first.")
-_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 
 def read_jpegs(coco_dir, split, count):
@@ -138,29 +133,31 @@ def peer_ratios(ours, theirs, batch_size):
 
 
 def main(argv):
-  with cli.user_errors(_TRACEBACK.value):
+  with cli.user_errors(_MODEL.traceback.value):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value, False)
+    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
+                                      _MODEL.precision.value, False)
     config.postprocess.score_threshold = _SCORE_THRESHOLD.value
-    if _PEER_PYTHON.value:
+    if _TIMING.peer_python.value:
       peer.ssd_model(config)  # no peer model for this config: say so before measuring
-    jpegs = read_jpegs(_COCO_DIR.value, _SPLIT.value, _BATCH_SIZE.value)
+    jpegs = read_jpegs(_MODEL.coco_dir.value, _SPLIT.value, _MODEL.batch_size.value)
     with tempfile.TemporaryDirectory() as workdir:
       label_map_path = os.path.join(workdir, "label_map.json")
-      label_map = coco_label_map(config, _COCO_DIR.value, _SPLIT.value, label_map_path)
-      model = harness.load_model(config, _CHECKPOINT.value)
+      label_map = coco_label_map(config, _MODEL.coco_dir.value, _SPLIT.value, label_map_path)
+      model = harness.load_model(config, _MODEL.checkpoint.value)
       ours = measure(config, model, label_map, label_map_path, os.path.join(workdir, "saved_model"), jpegs,
-                     _WARMUP.value, _STEPS.value)
-    report = dict(bench="ssd_tf_inference", **harness.model_facts(config), precision=_PRECISION.value,
-                  checkpoint=_CHECKPOINT.value, score_threshold=_SCORE_THRESHOLD.value,
-                  images=str(pathlib.Path(_COCO_DIR.value) / _SPLIT.value), batch_size=_BATCH_SIZE.value,
-                  warmup=_WARMUP.value, steps=_STEPS.value, **ours, machine=machine.facts(xla=False))
-    if _PEER_PYTHON.value:
-      theirs = peer.run_ssd_bench(_PEER_PYTHON.value, config, "infer", _BATCH_SIZE.value, _PEER_STEPS.value,
-                                  _PEER_WARMUP.value, _SCORE_THRESHOLD.value)
+                     _TIMING.warmup.value, _TIMING.steps.value)
+    report = dict(bench="ssd_tf_inference", **harness.model_facts(config), precision=_MODEL.precision.value,
+                  checkpoint=_MODEL.checkpoint.value, score_threshold=_SCORE_THRESHOLD.value,
+                  images=str(pathlib.Path(_MODEL.coco_dir.value) / _SPLIT.value),
+                  batch_size=_MODEL.batch_size.value, warmup=_TIMING.warmup.value, steps=_TIMING.steps.value,
+                  **ours, machine=machine.facts(xla=False))
+    if _TIMING.peer_python.value:
+      theirs = peer.run_ssd_bench(_TIMING.peer_python.value, config, "infer", _MODEL.batch_size.value,
+                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value, _SCORE_THRESHOLD.value)
       report["peer"] = theirs
-      report["speedup_vs_peer"] = peer_ratios(ours, theirs, _BATCH_SIZE.value)
+      report["speedup_vs_peer"] = peer_ratios(ours, theirs, _MODEL.batch_size.value)
     print(json.dumps(report), flush=True)
 
 

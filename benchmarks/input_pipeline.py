@@ -24,6 +24,8 @@ import machine
 import peer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from ssd_tf import defaults  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _rate(iterator, batches, batch_size):
@@ -35,7 +37,6 @@ def _rate(iterator, batches, batch_size):
 
 def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, deterministic, workdir):
   """Prepares the split into workdir and times the training and evaluation pipelines."""
-  from ssd_tf import defaults  # pylint: disable=g-import-not-at-top
   from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
 
@@ -67,7 +68,7 @@ def run_peer(peer_python, coco_dir, split, batch_size, epochs):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--coco_dir", default=str(REPO.parent / "shared" / "data" / "coco_tiny"))
+  parser.add_argument("--coco_dir", default=defaults.coco_sample_dir())
   parser.add_argument("--split", default="train2017")
   parser.add_argument("--image_size", type=int, default=300)
   parser.add_argument("--batch", type=int, default=8)
@@ -80,7 +81,6 @@ def main():
   args = parser.parse_args()
 
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  sys.path.insert(0, str(REPO))
   with tempfile.TemporaryDirectory() as workdir:
     ours = measure(args.coco_dir, args.split, args.image_size, args.batch, args.warmup, args.batches,
                    args.rounds, args.deterministic, workdir)

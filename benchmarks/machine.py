@@ -5,25 +5,17 @@ import os
 import platform
 
 
-def cpu_model():
-  """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-  except OSError:
-    return platform.processor()
-
-
 def facts(xla):
   """CPU model and count, Python, TensorFlow, Keras, TF devices, the global dtype policy, XLA, date.
 
-  Call it after the benchmark set its dtype policy; ``xla`` says whether the measured
-  functions were XLA-compiled.
+  Call it after the benchmark set its dtype policy and put the repository on sys.path;
+  ``xla`` says whether the measured functions were XLA-compiled.
   """
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import hardware  # pylint: disable=g-import-not-at-top
   return dict(
-      cpu=cpu_model(), nproc=os.cpu_count(), python=platform.python_version(),
+      cpu=hardware.cpu_model(), nproc=os.cpu_count(), python=platform.python_version(),
       platform=platform.platform(), tensorflow=tf.__version__, keras=keras.__version__,
       devices=[device.name for device in tf.config.list_logical_devices()],
       dtype_policy=keras.mixed_precision.global_policy().name, xla=bool(xla),

@@ -33,7 +33,6 @@ import tempfile
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import harness
 import machine
@@ -42,23 +41,18 @@ import peer
 sys.path.insert(0, str(harness.REPO))
 from ssd_tf import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(harness.REPO / "configs" / "ssd300_resnet18_coco.py"),
-    "Config file (configs/*.py); override fields with --config.a.b=value. Backbone weights are random.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Global batch size (the peer's default: 8).")
-_PRECISION = flags.DEFINE_enum("mixed_precision", "float32", harness.PRECISIONS, "Keras dtype policy.")
+_MODEL = harness.define_model_flags(
+    batch_size_help="Global batch size (the peer's default: 8).",
+    coco_dir_help="--input=pipeline: COCO 2017 layout.", config_note="Backbone weights are random.")
+_TIMING = harness.define_timing_flags(
+    warmup=(3, "Untimed steps first (the first one traces and compiles)."), steps=(10, "Timed steps."),
+    peer_steps=(6, "Peer: timed steps."), peer_warmup=(2, "Peer: untimed steps first."))
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 _INPUT = flags.DEFINE_enum("input", "cached", ("cached", "pipeline"), "Where batches come from.")
-_COCO_DIR = flags.DEFINE_string("coco_dir", harness.COCO_TINY_DIR, "--input=pipeline: COCO 2017 layout.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (the first one traces and compiles).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the parts of a step separately.")
 _CEILING = flags.DEFINE_float("ceiling_gflops", 140.0, "GFLOP/s the CPU sustains in TF convolutions.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch.")
-_PEER_PYTHON = flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too.")
-_PEER_STEPS = flags.DEFINE_integer("peer_steps", 6, "Peer: timed steps.")
-_PEER_WARMUP = flags.DEFINE_integer("peer_warmup", 2, "Peer: untimed steps first.")
-_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 
 def synthetic_batch(config, seed):
@@ -148,22 +142,22 @@ def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, cei
 
 
 def main(argv):
-  with cli.user_errors(_TRACEBACK.value):
+  with cli.user_errors(_MODEL.traceback.value):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_CONFIG), _BATCH_SIZE.value, _PRECISION.value,
-                                      _JIT_COMPILE.value)
-    if _PEER_PYTHON.value:
+    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
+                                      _MODEL.precision.value, _JIT_COMPILE.value)
+    if _TIMING.peer_python.value:
       peer.ssd_model(config)  # no peer model for this config: say so before measuring
     with tempfile.TemporaryDirectory() as workdir:
-      ours, xla = measure(config, workdir, _INPUT.value, _COCO_DIR.value, _WARMUP.value, _STEPS.value,
-                          _BREAKDOWN.value, _CEILING.value, _SEED.value)
+      ours, xla = measure(config, workdir, _INPUT.value, _MODEL.coco_dir.value, _TIMING.warmup.value,
+                          _TIMING.steps.value, _BREAKDOWN.value, _CEILING.value, _SEED.value)
     report = dict(bench="ssd_tf_train", **harness.model_facts(config), batch_size=config.train.batch_size,
-                  precision=_PRECISION.value, jit_compile=xla, input=_INPUT.value, warmup=_WARMUP.value,
-                  steps=_STEPS.value, **ours, machine=machine.facts(xla))
-    if _PEER_PYTHON.value:
-      theirs = peer.run_ssd_bench(_PEER_PYTHON.value, config, "train", config.train.batch_size,
-                                  _PEER_STEPS.value, _PEER_WARMUP.value)
+                  precision=_MODEL.precision.value, jit_compile=xla, input=_INPUT.value,
+                  warmup=_TIMING.warmup.value, steps=_TIMING.steps.value, **ours, machine=machine.facts(xla))
+    if _TIMING.peer_python.value:
+      theirs = peer.run_ssd_bench(_TIMING.peer_python.value, config, "train", config.train.batch_size,
+                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value)
       report["peer"] = theirs
       report["speedup_vs_peer"] = round(ours["images_per_s"] / theirs["images_per_s"], 2)
     print(json.dumps(report), flush=True)

@@ -9,20 +9,15 @@ beside the repository).
   python main.py --config=configs/coco_tiny_overfit.py --workdir=runs/coco_tiny_overfit
 """
 
-import os
-
 from configs import quickstart
-
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COCO_TINY_DIR = os.environ.get("COCO_TINY_DIR",
-                               os.path.join(os.path.dirname(_REPO), "shared", "data", "coco_tiny"))
+from ssd_tf import defaults
 
 
 def get_config():
   config = quickstart.get_config()
   config.name = "coco_tiny_overfit"
   config.model.num_classes = 80
-  config.data.coco_dir = COCO_TINY_DIR
+  config.data.coco_dir = defaults.coco_sample_dir()
   config.data.eval_split = config.data.train_split  # scored on the images it trained on
   config.data.max_boxes = 100
   config.data.shuffle_buffer = 80

@@ -4,6 +4,9 @@ Every experiment in ``configs/`` starts from :func:`base_config` and changes
 what differs. All values are the released COCO ones unless stated.
 """
 
+import os
+import pathlib
+
 import ml_collections
 
 # Released COCO anchor specs (SSD paper / Caffe release, torchvision, NVIDIA).
@@ -29,6 +32,15 @@ SSD300_EXTRAS = ((256, 512, 2, "same"), (256, 512, 2, "same"), (128, 256, 2, "sa
                  (128, 256, 1, "valid"), (128, 256, 1, "valid"))
 SSD512_EXTRAS = ((256, 512, 2, "same"), (256, 512, 2, "same"), (128, 256, 2, "same"),
                  (128, 256, 2, "same"), (128, 256, 2, "same"), (128, 256, 2, "same"))
+
+
+def coco_sample_dir():
+  """The folder of the real COCO 2017 sample (80 train2017 + 80 val2017 images, COCO layout).
+
+  $COCO_TINY_DIR when set (read at each call), else ../shared/data/coco_tiny beside the repository.
+  """
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  return os.environ.get("COCO_TINY_DIR", str(repo.parent / "shared" / "data" / "coco_tiny"))
 
 
 def anchor_config(spec, clip=True, min_scale=0.2, max_scale=0.9):

@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+from ssd_tf import defaults
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402  (must configure devices before any op runs)
@@ -13,8 +15,7 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-COCO_TINY_DIR = pathlib.Path(os.environ.get("COCO_TINY_DIR", REPO.parent / "shared" / "data" / "coco_tiny"))
+COCO_TINY_DIR = pathlib.Path(defaults.coco_sample_dir())
 
 
 @pytest.fixture(scope="session")

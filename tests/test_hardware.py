@@ -1,4 +1,6 @@
-"""CPU feature detection used by the quickstart config to pick bfloat16."""
+"""CPU feature detection used by the quickstart config to pick bfloat16, and the CPU model benchmarks print."""
+
+import platform
 
 from ssd_tf import hardware
 
@@ -28,3 +30,12 @@ def test_bfloat16_needs_avx512_bf16_or_amx_bf16_on_the_first_cpu(tmp_path):
 def test_no_cpuinfo_means_no_bfloat16(tmp_path):
   assert hardware.cpu_flags(str(tmp_path / "missing")) == frozenset()
   assert not hardware.cpu_has_bfloat16(str(tmp_path / "missing"))
+
+
+def test_cpu_model_is_the_first_cpus_model_name_else_platform_processor(tmp_path, monkeypatch):
+  monkeypatch.setattr(platform, "processor", lambda: "platform CPU")
+  assert hardware.cpu_model(_cpuinfo(tmp_path, "")) == "Some CPU"
+  assert hardware.cpu_model(str(tmp_path / "missing")) == "platform CPU"
+  no_model = tmp_path / "no_model"
+  no_model.write_text("processor\t: 0\nflags\t\t: fpu\n")
+  assert hardware.cpu_model(str(no_model)) == "platform CPU"
