@@ -16,7 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 ModelFlags = collections.namedtuple("ModelFlags", "config checkpoint batch_size precision coco_dir traceback")
-TimingFlags = collections.namedtuple("TimingFlags", "warmup steps peer_python peer_steps peer_warmup")
+TimingFlags = collections.namedtuple("TimingFlags", "warmup steps peer_python peer_steps peer_warmup peer_precision")
 
 
 def define_model_flags(batch_size_help, coco_dir_help, config_note="", checkpoint_help=None):
@@ -40,7 +40,8 @@ def define_model_flags(batch_size_help, coco_dir_help, config_note="", checkpoin
 
 
 def define_timing_flags(warmup, steps, peer_steps, peer_warmup):
-  """Defines --warmup, --steps, --peer_python, --peer_steps and --peer_warmup; returns a TimingFlags.
+  """Defines --warmup, --steps, --peer_python, --peer_steps, --peer_warmup and --peer_precision; returns a
+  TimingFlags.
 
   Each argument is the (default, help) pair of its flag; --peer_python is alike everywhere. Call
   flags.adopt_module_key_flags(harness) after it, as after define_model_flags.
@@ -50,7 +51,16 @@ def define_timing_flags(warmup, steps, peer_steps, peer_warmup):
       steps=flags.DEFINE_integer("steps", *steps),
       peer_python=flags.DEFINE_string("peer_python", "", "Python of the torch peer venv: run the peer too."),
       peer_steps=flags.DEFINE_integer("peer_steps", *peer_steps),
-      peer_warmup=flags.DEFINE_integer("peer_warmup", *peer_warmup))
+      peer_warmup=flags.DEFINE_integer("peer_warmup", *peer_warmup),
+      peer_precision=flags.DEFINE_enum(
+          "peer_precision", "same", ("same", "float32"),
+          "same: the peer runs under torch.autocast in the --mixed_precision dtype (float32 when float32); "
+          "float32: the peer's default, whatever --mixed_precision is."))
+
+
+def peer_precision(timing, model):
+  """The precision the peer runs in: --mixed_precision under --peer_precision=same, else float32."""
+  return model.precision.value if timing.peer_precision.value == "same" else "float32"
 
 
 def benchmark_config(config, batch_size, precision, jit_compile):

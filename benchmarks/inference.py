@@ -155,7 +155,8 @@ def main(argv):
                   **ours, machine=machine.facts(xla=False))
     if _TIMING.peer_python.value:
       theirs = peer.run_ssd_bench(_TIMING.peer_python.value, config, "infer", _MODEL.batch_size.value,
-                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value, _SCORE_THRESHOLD.value)
+                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value, _SCORE_THRESHOLD.value,
+                                  harness.peer_precision(_TIMING, _MODEL))
       report["peer"] = theirs
       report["speedup_vs_peer"] = peer_ratios(ours, theirs, _MODEL.batch_size.value)
     print(json.dumps(report), flush=True)

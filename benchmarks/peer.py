@@ -9,6 +9,8 @@ PEER_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "p
 # (backbone, image size) -> the peer's model of the same design (its README).
 SSD_MODELS = {("vgg16", 300): "ssd300_vgg16", ("resnet18", 300): "ssd300_resnet18",
               ("resnet50", 300): "ssd300_resnet50"}
+# Our Keras dtype policy -> the peer's torch.autocast dtype (None: no autocast).
+AUTOCAST_DTYPES = {"float32": None, "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
 
 def run_json(command):
@@ -28,8 +30,16 @@ def ssd_model(config):
   return SSD_MODELS[key]
 
 
-def run_ssd_bench(peer_python, config, mode, batch, steps, warmup, score_threshold=0.01):
-  """torch_ssd_bench.py --mode train|infer for the matching model, with 1 + C classes like ours."""
-  return run_json([peer_python, PEER_DIR / "torch_ssd_bench.py", "--model", ssd_model(config),
+def run_ssd_bench(peer_python, config, mode, batch, steps, warmup, score_threshold=0.01, precision="float32"):
+  """torch_ssd_bench.py --mode train|infer for the matching model, with 1 + C classes like ours.
+
+  precision: float32 (the peer as shipped), or mixed_bfloat16 / mixed_float16: its model under
+  torch.autocast in that dtype (peer_autocast.py).
+  """
+  if precision not in AUTOCAST_DTYPES:
+    raise ValueError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
+  script = ([PEER_DIR / "torch_ssd_bench.py"] if precision == "float32"
+            else [pathlib.Path(__file__).resolve().parent / "peer_autocast.py", AUTOCAST_DTYPES[precision]])
+  return run_json([peer_python, *script, "--model", ssd_model(config),
                    "--mode", mode, "--batch", batch, "--steps", steps, "--warmup", warmup,
                    "--num-classes", config.model.num_classes + 1, "--score-thresh", score_threshold])

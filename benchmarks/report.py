@@ -63,6 +63,13 @@ def _peer(record, key, digits=2):
   return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
+def _peer_precision(record):
+  """'float32', 'autocast bfloat16' (peer_autocast.py), or '-' without a peer."""
+  if "peer" not in record:
+    return "-"
+  return f"autocast {record['peer']['autocast']}" if record["peer"].get("autocast") else "float32"
+
+
 def machine_line(records):
   """Where and when: CPU, core count, TensorFlow/Keras (and the peer's torch) versions, dates."""
   machines = sorted({(r["machine"]["cpu"], r["machine"]["nproc"], r["machine"].get("tensorflow", "?"),
@@ -80,11 +87,12 @@ def machine_line(records):
 
 def train_table(records):
   header = ("model", "batch", "precision", "XLA", "input", "img/s", "step ms", "GFLOP/s (of ceiling)",
-            "peer img/s", "vs peer")
+            "peer precision", "peer img/s", "vs peer")
   rows = [(model_name(r), r["batch_size"], r["precision"], "on" if r["jit_compile"] else "off", r["input"],
            f"{r['images_per_s']:.2f}", f"{r['step_ms_median']:.0f}",
            f"{r['achieved_gflop_per_s']:.0f} ({100 * r['ceiling_fraction']:.0f}% of "
-           f"{r['ceiling_gflop_per_s']:g})", _peer(r, "images_per_s"), _ratio(r.get("speedup_vs_peer")))
+           f"{r['ceiling_gflop_per_s']:g})", _peer_precision(r), _peer(r, "images_per_s"),
+           _ratio(r.get("speedup_vs_peer")))
           for r in records]
   return _table(header, rows)
 
@@ -92,7 +100,7 @@ def train_table(records):
 def inference_table(records):
   header = ("model", "weights", "score threshold", "precision", "batch B", "SavedModel batch-1 ms",
             "SavedModel img/s (B)", "Detector batch-1 ms", "Detector img/s (B)", "pre / net / post ms (B)",
-            "post share (B)", "NMS candidates/img", "peer batch-1 ms", "peer img/s (B)", "vs peer img/s (B)",
+            "post share (B)", "NMS candidates/img", "peer precision", "peer batch-1 ms", "peer img/s (B)", "vs peer img/s (B)",
             "vs peer batch-1 latency")
   rows = []
   for r in records:
@@ -103,7 +111,8 @@ def inference_table(records):
                  f"{one['saved_model']['ms_median']:.0f}",
                  f"{big['saved_model']['images_per_s']:.2f}", f"{one['detector']['ms_median']:.0f}",
                  f"{big['detector']['images_per_s']:.2f}", parts, f"{100 * big['postprocess_share']:.0f}%",
-                 f"{big['nms_candidates_per_image']:.0f}", _peer(r, "batch1/latency_ms_median", 0),
+                 f"{big['nms_candidates_per_image']:.0f}", _peer_precision(r),
+                 _peer(r, "batch1/latency_ms_median", 0),
                  _peer(r, f"batch{r['batch_size']}/images_per_s"),
                  _ratio(ratios.get(f"saved_model_batch{r['batch_size']}_images_per_s")),
                  _ratio(ratios.get("saved_model_batch1_latency"))))

@@ -157,7 +157,8 @@ def main(argv):
                   warmup=_TIMING.warmup.value, steps=_TIMING.steps.value, **ours, machine=machine.facts(xla))
     if _TIMING.peer_python.value:
       theirs = peer.run_ssd_bench(_TIMING.peer_python.value, config, "train", config.train.batch_size,
-                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value)
+                                  _TIMING.peer_steps.value, _TIMING.peer_warmup.value,
+                                  precision=harness.peer_precision(_TIMING, _MODEL))
       report["peer"] = theirs
       report["speedup_vs_peer"] = round(ours["images_per_s"] / theirs["images_per_s"], 2)
     print(json.dumps(report), flush=True)

@@ -16,6 +16,7 @@ import math
 import keras
 
 from ssd_tf import anchors
+from ssd_tf import batch_norm as batch_norm_lib
 from ssd_tf.backbones import build_backbone
 from ssd_tf.backbones.layers import CONV_INIT
 
@@ -74,7 +75,7 @@ def build_ssd(config):
   images = keras.Input((m.image_size, m.image_size, 3), dtype="float32", name="images")
   features = backbone.taps(images)
   _check_levels(config, [f.shape[1] for f in features])
-  batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=m.batchnorm_momentum, epsilon=1e-5,
+  batch_norm = functools.partial(batch_norm_lib.BatchNormalization, momentum=m.batchnorm_momentum, epsilon=1e-5,
                                  synchronized=m.batchnorm_synchronized)
   for k, spec in enumerate(m.extra_layers):
     features.append(_extra_level(features[-1], spec, f"extra{k}", batch_norm))

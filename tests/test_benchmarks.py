@@ -7,6 +7,7 @@ on 2 cores; each test then checks one script's JSON line.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -130,6 +131,22 @@ def test_peer_model_of_config():
     peer.ssd_model(ssd512_resnet50_coco.get_config())
 
 
+@pytest.mark.parametrize("precision, script", [("float32", ["torch_ssd_bench.py"]),
+                                               ("mixed_bfloat16", ["peer_autocast.py", "bfloat16"])])
+def test_peer_command_runs_autocast_for_mixed_precision(tmp_path, precision, script):
+  """The peer's command line, seen by a stand-in for the peer's Python that prints its arguments as JSON."""
+  from configs import ssd300_resnet18_coco  # pylint: disable=g-import-not-at-top
+  fake_python = tmp_path / "python"
+  fake_python.write_text(f"#!{sys.executable}\nimport json, sys\nprint('log line')\nprint(json.dumps(sys.argv[1:]))\n")
+  fake_python.chmod(0o755)
+  args = peer.run_ssd_bench(fake_python, ssd300_resnet18_coco.get_config(), "train", 8, 5, 2, precision=precision)
+  assert [pathlib.Path(args[0]).name, *args[1:len(script)]] == script
+  assert args[len(script):] == ["--model", "ssd300_resnet18", "--mode", "train", "--batch", "8", "--steps", "5",
+                                "--warmup", "2", "--num-classes", "81", "--score-thresh", "0.01"]
+  with pytest.raises(ValueError, match="precision must be one of"):
+    peer.run_ssd_bench(fake_python, ssd300_resnet18_coco.get_config(), "train", 8, 5, 2, precision="float64")
+
+
 MACHINE = dict(cpu="AMD EPYC", nproc=2, tensorflow="2.21.0", keras="3.15.1", date="2026-11-25T10:00:00")
 PEER_VERSIONS = dict(torch="2.14.1", torchvision="0.29.1")
 SAMPLE = [
@@ -137,6 +154,10 @@ SAMPLE = [
          jit_compile=True, input="cached", images_per_s=3.104, step_ms_median=2577.3, achieved_gflop_per_s=145.1,
          ceiling_fraction=1.036, ceiling_gflop_per_s=140.0, speedup_vs_peer=1.42,
          peer=dict(images_per_s=2.18, **PEER_VERSIONS), machine=MACHINE),
+    dict(bench="ssd_tf_train", backbone="resnet18", image_size=300, batch_size=8, precision="mixed_bfloat16",
+         jit_compile=False, input="cached", images_per_s=6.5, step_ms_median=1230.8, achieved_gflop_per_s=304.2,
+         ceiling_fraction=2.173, ceiling_gflop_per_s=140.0, speedup_vs_peer=1.3,
+         peer=dict(images_per_s=5.0, autocast="bfloat16", **PEER_VERSIONS), machine=MACHINE),
     dict(bench="ssd_tf_inference", backbone="resnet50", backbone_taps=["conv3", "conv4"], image_size=512,
          checkpoint=None, score_threshold=0.01, precision="float32", batch_size=8,
          batch1=dict(saved_model=dict(ms_median=410.4), detector=dict(ms_median=380.2)),
@@ -157,10 +178,12 @@ def test_report_renders_tables(tmp_path):
   assert text.startswith("Measured on AMD EPYC, 2 logical CPUs, TensorFlow 2.21.0, Keras 3.15.1, no GPU, "
                          "on 2026-11-25 to 2026-11-26; peer: torch 2.14.1 / torchvision 0.29.1, in the same "
                          "sittings.")
-  assert ("| SSD300-ResNet18 | 8 | float32 | on | cached | 3.10 | 2577 | 145 (104% of 140) | 2.18 "
+  assert ("| SSD300-ResNet18 | 8 | float32 | on | cached | 3.10 | 2577 | 145 (104% of 140) | float32 | 2.18 "
           "| 1.42x |") in text
+  assert ("| SSD300-ResNet18 | 8 | mixed_bfloat16 | off | cached | 6.50 | 1231 | 304 (217% of 140) "
+          "| autocast bfloat16 | 5.00 | 1.30x |") in text
   assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 | float32 | 8 | 410 | 2.71 | 380 | 2.93 "
-          "| 50 / 2501 / 180 | 7% | 1900000 | - | - | - | - |") in text
+          "| 50 / 2501 / 180 | 7% | 1900000 | - | - | - | - | - |") in text
   assert "| SSD300-VGG16 | checkpoint | 80 | 8 | 4.50 | 10% | - | - |" in text
   assert "input_pipeline" not in text  # no such records, no such table
 

@@ -25,7 +25,10 @@ def test_nan_loss_stops_at_its_step_without_a_checkpoint(tmp_path):
   batches = train_helpers.fixed_batches(4)
   batches["image"][2 * train_helpers.GLOBAL_BATCH] = np.nan    # first image of step 3
   trainer = _trainer(tmp_path, batches, steps=4)
-  with pytest.raises(FloatingPointError, match=r"loss is nan at step 3 .*Last good checkpoint: .*ckpt-2"):
+  # oneDNN's fused BatchNorm+ReLU can flush the NaN activations to 0, leaving the loss finite; the NaN
+  # batch statistics then reach the moving averages, and the weight check stops the same step.
+  with pytest.raises(FloatingPointError,
+                     match=r"(loss is nan at step 3 |non-finite weights after step 3;).*Last good checkpoint: .*ckpt-2"):
     trainer.fit()
   assert _checkpoint_steps(tmp_path) == [1, 2]
   assert trainer.manager.latest_checkpoint.endswith("ckpt-2")

@@ -20,6 +20,7 @@ import functools
 
 import keras
 
+from ssd_tf import batch_norm as batch_norm_lib
 from ssd_tf.backbones import layers
 
 # Blocks per stage conv2, conv3, conv4 (conv5 is not used by SSD).
@@ -90,7 +91,7 @@ def build_resnet(depth, taps=("conv4",), conv4_stride=None, batchnorm_momentum=0
     conv4_stride = 1 if taps == ("conv4",) else 2
   bottleneck = _is_bottleneck(depth)
   conv = functools.partial(keras.layers.Conv2D, use_bias=bottleneck, kernel_initializer=layers.CONV_INIT)
-  batch_norm = functools.partial(keras.layers.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
+  batch_norm = functools.partial(batch_norm_lib.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
                                  momentum=batchnorm_momentum, synchronized=batchnorm_synchronized)
   block = _bottleneck_block if bottleneck else _basic_block
 
