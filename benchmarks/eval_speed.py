@@ -84,10 +84,7 @@ def measure(config, checkpoint, coco_dir, split, rounds, workdir):
 
 def main(argv):
   with cli.user_errors(_MODEL.traceback.value):
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
-                                      _MODEL.precision.value, False)
+    config = harness.config_from_flags(_MODEL, argv)
     with tempfile.TemporaryDirectory() as workdir:
       ours = measure(config, _MODEL.checkpoint.value, _MODEL.coco_dir.value, _SPLIT.value, _ROUNDS.value,
                      workdir)

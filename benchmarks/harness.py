@@ -63,6 +63,15 @@ def peer_precision(timing, model):
   return model.precision.value if timing.peer_precision.value == "same" else "float32"
 
 
+def config_from_flags(model, argv, jit_compile=False):
+  """The benchmarked config (see benchmark_config) of the ModelFlags; ValueError on stray arguments."""
+  from ssd_tf import cli  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+  return benchmark_config(cli.load_config(model.config), model.batch_size.value, model.precision.value,
+                          jit_compile)
+
+
 def benchmark_config(config, batch_size, precision, jit_compile):
   """The config as benchmarked: random init (nothing downloaded), one device, the given batch, precision, XLA."""
   if batch_size < 1:

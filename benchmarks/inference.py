@@ -134,10 +134,7 @@ def peer_ratios(ours, theirs, batch_size):
 
 def main(argv):
   with cli.user_errors(_MODEL.traceback.value):
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
-                                      _MODEL.precision.value, False)
+    config = harness.config_from_flags(_MODEL, argv)
     config.postprocess.score_threshold = _SCORE_THRESHOLD.value
     if _TIMING.peer_python.value:
       peer.ssd_model(config)  # no peer model for this config: say so before measuring

@@ -143,10 +143,7 @@ def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, cei
 
 def main(argv):
   with cli.user_errors(_MODEL.traceback.value):
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    config = harness.benchmark_config(cli.load_config(_MODEL.config), _MODEL.batch_size.value,
-                                      _MODEL.precision.value, _JIT_COMPILE.value)
+    config = harness.config_from_flags(_MODEL, argv, _JIT_COMPILE.value)
     if _TIMING.peer_python.value:
       peer.ssd_model(config)  # no peer model for this config: say so before measuring
     with tempfile.TemporaryDirectory() as workdir:
