@@ -3,15 +3,15 @@ r"""Evaluation speed: images/s of ssd_tf's eval mode on the COCO sample, printed
 Prepares --split of --coco_dir (default: val2017 of $COCO_TINY_DIR) into temporary TFRecords,
 loads the SSD of --config (random weights, or --checkpoint), and runs the evaluation of
 eval mode (ssd_tf.runner.Evaluator: eval pipeline, Detector, COCO json conversion,
-pycocotools COCOeval, metrics.json/detections.json, summary drawings) --rounds times with
-the same Evaluator and model:
+pycocotools COCOeval, metrics.json/detections.json; no drawings, as in eval mode) --rounds
+times with the same Evaluator and model:
 
   eval_mode    what `main.py --mode=eval` spends after its imports: model load + Evaluator
                setup (eval dataset, ground truth) + the first round (which traces the predict
                function), as images/s.
   rounds       each round's wall time and images/s; predict_s (the prediction loop: input
                pipeline, network, NMS, COCO conversion), cocoeval_s (pycocotools), other_s
-               (results files, drawings), pycocotools_share = cocoeval_s / wall_s.
+               (results files), pycocotools_share = cocoeval_s / wall_s.
   warm         the median of rounds 2.. (the function already traced): an evaluation
                during train_and_eval.
 

@@ -94,8 +94,7 @@ def measure(config, model, label_map, label_map_path, export_dir, jpegs, warmup,
   detect = tf.function(detector)
   preprocess = tf.function(module.decode_batch)
   network = tf.function(lambda images: model(images, training=False))
-  post = tf.function(lambda outputs: postprocess.postprocess(
-      outputs["loc"], outputs["logits"], detector.anchors, variances=detector.variances, **detector.settings))
+  post = tf.function(detector.postprocess)
 
   results = {}
   for batch_size in sorted({1, len(jpegs)}):

@@ -12,10 +12,9 @@ prints the peer's JSON line with "autocast": dtype added.
 import contextlib
 import io
 import json
-import pathlib
 import sys
 
-PEER_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "peer"
+from peer import PEER_DIR  # this script's folder is on sys.path; peer.py needs only the standard library
 
 
 def main(argv):

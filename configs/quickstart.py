@@ -30,20 +30,20 @@ def get_config():
   config.data.max_boxes = 16
   config.data.shuffle_buffer = 512
   # The synthetic shapes already span sizes 6%..70%, every position and random colours: zoom-out,
-  # IoU crops and colour distortion only slow a 12-minute schedule down (README); flips stay.
+  # IoU crops and colour distortion only slow a short schedule down (README); flips stay.
   config.data.augment.photometric_prob = 0.0
   config.data.augment.expand_prob = 0.0
   config.data.augment.crop_prob = 0.0
 
   config.train.batch_size = 16
-  config.train.steps = 1200  # ~12 min of training on 2 CPU cores (README)
+  config.train.steps = 1200  # ~8 min of training on 2 CPU cores with native bfloat16 (README)
   config.train.base_learning_rate = 0.05
   config.train.scale_lr_with_batch = False
   config.train.warmup_steps = 50
   config.train.weight_decay = 5e-4
-  # On a CPU with native bfloat16 (AVX512-BF16), oneDNN trains this model 1.5x faster in
-  # mixed_bfloat16 than in float32 (29 vs 20 images/s on 2 cores); elsewhere bfloat16 is emulated.
-  # XLA's CPU convolutions are slower than oneDNN's here (14 images/s in bfloat16, 16 in float32).
+  # On a CPU with native bfloat16 (AVX512-BF16), oneDNN trains this model about 1.5x faster in
+  # mixed_bfloat16 than in float32; elsewhere bfloat16 is emulated. XLA's CPU convolutions are
+  # slower than oneDNN's here (README, Performance).
   config.train.mixed_precision = "mixed_bfloat16" if hardware.cpu_has_bfloat16() else ""
   config.train.jit_compile = False
   config.train.log_every = 50

@@ -60,6 +60,9 @@ class Detector:
 
   def __call__(self, images):
     """float [B, S, S, 3] RGB 0..255 -> the dict :func:`postprocess` returns."""
-    outputs = self.model(images, training=False)
+    return self.postprocess(self.model(images, training=False))
+
+  def postprocess(self, outputs):
+    """The model's outputs {"loc", "logits"} -> the dict :func:`postprocess` returns."""
     return postprocess(outputs["loc"], outputs["logits"], self.anchors, variances=self.variances,
                        **self.settings)
