@@ -32,7 +32,7 @@ def main(argv):
       raise ValueError("--workdir is required: the training run directory")
     config = cli.load_config(_CONFIG)
     from ssd_tf import runner  # pylint: disable=g-import-not-at-top
-    runner.export(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
+    runner.export_run(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,16 @@ def run(mode, config):
   if mode == "synthetic":
     return runner.write_synthetic(config)
   if mode == "prepare":
-    return runner.prepare(config, splits=_SPLITS.value, num_workers=_NUM_WORKERS.value)
+    return runner.prepare_data(config, splits=_SPLITS.value, num_workers=_NUM_WORKERS.value)
   if mode == "train":
-    return runner.train(config, _require_workdir(), evaluate=False)
+    return runner.train_run(config, _require_workdir(), evaluate=False)
   if mode == "train_and_eval":
-    return runner.train(config, _require_workdir(), evaluate=True)
+    return runner.train_run(config, _require_workdir(), evaluate=True)
   if mode == "eval":
-    return runner.evaluate(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
+    return runner.evaluate_run(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
   if mode == "predict":
-    return runner.predict(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
-                          saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
+    return runner.predict_images(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
+                                 saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
   raise ValueError(f"unknown --mode={mode}")
 
 

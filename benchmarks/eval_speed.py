@@ -2,7 +2,7 @@ r"""Evaluation speed: images/s of ssd_tf's eval mode on the COCO sample, printed
 
 Prepares --split of --coco_dir (default: val2017 of $COCO_TINY_DIR) into temporary TFRecords,
 loads the SSD of --config (random weights, or --checkpoint), and runs the evaluation of
-eval mode (ssd_tf.runner.Evaluator: eval pipeline, Detector, COCO json conversion,
+eval mode (ssd_tf.evaluate.Evaluator: eval pipeline, SSD.detect, COCO json conversion,
 pycocotools COCOeval, metrics.json/detections.json; no drawings, as in eval mode) --rounds
 times with the same Evaluator and model:
 
@@ -48,21 +48,21 @@ flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 def measure(config, checkpoint, coco_dir, split, rounds, workdir):
   """Eval mode's figures (see the module docstring)."""
-  from ssd_tf import runner  # pylint: disable=g-import-not-at-top
+  from ssd_tf.evaluate import Evaluator  # pylint: disable=g-import-not-at-top
   from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   if rounds < 1:
     raise ValueError(f"--rounds must be at least 1, got {rounds}")
   config.data.eval_split = split
   harness.prepare_coco(config, coco_dir, split, os.path.join(workdir, "data"))
   start = time.perf_counter()
-  model = harness.load_model(config, checkpoint)
-  evaluator = runner.Evaluator(config, os.path.join(workdir, "run"), pipeline.label_map(config))
+  ssd = harness.load_ssd(config, checkpoint)
+  evaluator = Evaluator(config, os.path.join(workdir, "run"), pipeline.label_map(config))
   setup_s = time.perf_counter() - start
   results = []
   for _ in range(rounds):
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the evaluator prints its report; stdout is the JSON line
-      metrics = evaluator(model, drawings=False)  # as eval mode
+      metrics = evaluator(ssd, drawings=False)  # as eval mode
     wall_s = time.perf_counter() - start
     results.append(dict(
         wall_s=round(wall_s, 3), images_per_s=round(metrics["num_images"] / wall_s, 3),
@@ -71,7 +71,7 @@ def measure(config, checkpoint, coco_dir, split, rounds, workdir):
         pycocotools_share=round(metrics["cocoeval_seconds"] / wall_s, 3)))
   num_images = metrics["num_images"]
   eval_mode_s = setup_s + results[0]["wall_s"]
-  report = dict(num_images=num_images, detections_per_image=round(metrics["num_detections"] / num_images, 1),
+  report = dict(**harness.model_facts(ssd), num_images=num_images, detections_per_image=round(metrics["num_detections"] / num_images, 1),
                 AP=round(metrics["AP"], 4), setup_s=round(setup_s, 3),
                 eval_mode=dict(wall_s=round(eval_mode_s, 3), images_per_s=round(num_images / eval_mode_s, 3),
                                pycocotools_share=round(results[0]["cocoeval_s"] / eval_mode_s, 3)),
@@ -88,7 +88,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as workdir:
       ours = measure(config, _MODEL.checkpoint.value, _MODEL.coco_dir.value, _SPLIT.value, _ROUNDS.value,
                      workdir)
-    report = dict(bench="ssd_tf_eval", **harness.model_facts(config), precision=_MODEL.precision.value,
+    report = dict(bench="ssd_tf_eval", precision=_MODEL.precision.value,
                   checkpoint=_MODEL.checkpoint.value, split=_SPLIT.value, batch_size=_MODEL.batch_size.value,
                   score_threshold=config.postprocess.score_threshold, **ours, machine=machine.facts(xla=False))
     print(json.dumps(report), flush=True)

@@ -84,23 +84,21 @@ def benchmark_config(config, batch_size, precision, jit_compile):
   return config
 
 
-def model_facts(config):
-  """What identifies the measured model in a JSON line."""
-  from ssd_tf import anchors  # pylint: disable=g-import-not-at-top
-  m = config.model
+def model_facts(ssd):
+  """What identifies the measured SSD in a JSON line."""
+  config, m = ssd.config, ssd.config.model
   return dict(config=config.name, backbone=m.backbone, backbone_taps=list(m.get("backbone_taps", ())),
-              image_size=int(m.image_size), num_classes=int(m.num_classes),
-              num_default_boxes=int(anchors.num_default_boxes(config.anchors)))
+              image_size=ssd.image_size, num_classes=ssd.num_classes,
+              num_default_boxes=int(ssd.default_boxes.shape[0]))
 
 
-def load_model(config, checkpoint=None):
+def load_ssd(config, checkpoint=None):
   """The SSD of config under its dtype policy: random weights, or restored from a checkpoint prefix."""
-  from ssd_tf import model as model_lib  # pylint: disable=g-import-not-at-top
-  from ssd_tf import train  # pylint: disable=g-import-not-at-top
+  from ssd_tf.ssd import SSD  # pylint: disable=g-import-not-at-top
+  ssd = SSD(config)
   if checkpoint:
-    return train.restore_model(config, checkpoint=checkpoint)[0]
-  train.set_precision_policy(config.train)
-  return model_lib.build_ssd(config)
+    ssd.restore(checkpoint)
+  return ssd
 
 
 def prepare_coco(config, coco_dir, split, data_dir):

@@ -7,7 +7,7 @@ images every call, after --warmup untimed calls, --steps timed ones):
 
   saved_model   serving_default: JPEG bytes in, detections out (decode, resize, network,
                 decoding, NMS), end to end.
-  detector      the in-process ssd_tf.postprocess.Detector (network + post-processing) as a
+  detector      the in-process SSD.detect (network + post-processing) as a
                 tf.function on the decoded, resized images: what the peer's infer mode measures.
   preprocess    DetectionModule.decode_batch alone (decode + resize, serving_default's own).
   network       the model alone on the same images.
@@ -80,21 +80,19 @@ def coco_label_map(config, coco_dir, split, path):
   return label_map
 
 
-def measure(config, model, label_map, label_map_path, export_dir, jpegs, warmup, steps):
+def measure(ssd, label_map, label_map_path, export_dir, jpegs, warmup, steps):
   """{"batch<B>": figures} for B = 1 and len(jpegs) (see the module docstring)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ssd_tf import export  # pylint: disable=g-import-not-at-top
-  from ssd_tf import postprocess  # pylint: disable=g-import-not-at-top
 
   with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel writer's notes
-    export.export_saved_model(model, config, label_map, label_map_path, export_dir)
+    export.export_saved_model(ssd, label_map, label_map_path, export_dir)
   serving_default = tf.saved_model.load(export_dir).signatures["serving_default"]
-  module = export.DetectionModule(model, config, label_map, label_map_path)
-  detector = postprocess.Detector(model, config)
-  detect = tf.function(detector)
+  module = export.DetectionModule(ssd, label_map, label_map_path)
+  detect = tf.function(ssd.detect)
   preprocess = tf.function(module.decode_batch)
-  network = tf.function(lambda images: model(images, training=False))
-  post = tf.function(detector.postprocess)
+  network = tf.function(lambda images: ssd(images, training=False))
+  post = tf.function(ssd.postprocess)
 
   results = {}
   for batch_size in sorted({1, len(jpegs)}):
@@ -112,7 +110,7 @@ def measure(config, model, label_map, label_map_path, export_dir, jpegs, warmup,
     scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)[..., 1:]
     row.update(
         postprocess_share=round(row["postprocess"]["ms_median"] / parts_ms, 3),
-        nms_candidates_per_image=round(float(tf.reduce_sum(tf.cast(scores > detector.settings["score_threshold"],
+        nms_candidates_per_image=round(float(tf.reduce_sum(tf.cast(scores > ssd.config.postprocess.score_threshold,
                                                                    tf.float32))) / batch_size, 1),
         detections_per_image=round(float(tf.reduce_mean(tf.cast(detections["num_detections"], tf.float32))), 1))
     results[f"batch{batch_size}"] = row
@@ -141,10 +139,10 @@ def main(argv):
     with tempfile.TemporaryDirectory() as workdir:
       label_map_path = os.path.join(workdir, "label_map.json")
       label_map = coco_label_map(config, _MODEL.coco_dir.value, _SPLIT.value, label_map_path)
-      model = harness.load_model(config, _MODEL.checkpoint.value)
-      ours = measure(config, model, label_map, label_map_path, os.path.join(workdir, "saved_model"), jpegs,
+      ssd = harness.load_ssd(config, _MODEL.checkpoint.value)
+      ours = measure(ssd, label_map, label_map_path, os.path.join(workdir, "saved_model"), jpegs,
                      _TIMING.warmup.value, _TIMING.steps.value)
-    report = dict(bench="ssd_tf_inference", **harness.model_facts(config), precision=_MODEL.precision.value,
+    report = dict(bench="ssd_tf_inference", **harness.model_facts(ssd), precision=_MODEL.precision.value,
                   checkpoint=_MODEL.checkpoint.value, score_threshold=_SCORE_THRESHOLD.value,
                   images=str(pathlib.Path(_MODEL.coco_dir.value) / _SPLIT.value),
                   batch_size=_MODEL.batch_size.value, warmup=_TIMING.warmup.value, steps=_TIMING.steps.value,

@@ -93,9 +93,12 @@ def step_parts(trainer, batch):
   def compiled(fn):
     return tf.function(fn, jit_compile=trainer.jit_compile)
 
-  forward = compiled(lambda: trainer.model(batch["image"], training=True))
-  match = compiled(lambda: trainer.targets(batch))
-  match_and_loss = compiled(lambda outputs: trainer.losses(outputs, trainer.targets(batch))["loss"])
+  forward = compiled(lambda: trainer.ssd.network(batch["image"], training=True))
+  def match_batch():
+    return trainer.ssd.targets(batch["boxes"], batch["labels"], batch["is_crowd"])
+
+  match = compiled(match_batch)
+  match_and_loss = compiled(lambda outputs: trainer.losses(outputs, match_batch())["loss"])
   gradients_of = compiled(lambda targets: trainer.gradients(batch, targets)[1])
   update = compiled(trainer.apply_gradients)
   outputs, targets = forward(), match()
@@ -122,10 +125,10 @@ def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, cei
       lambda: losses.append(float(trainer.train_step(iterator)["loss"])),
       warmup, steps)
   step = harness.timing(times, config.train.batch_size)
-  forward_gflop = harness.forward_flops(trainer.model, config.model.image_size) / 1e9
+  forward_gflop = harness.forward_flops(trainer.ssd.network, config.model.image_size) / 1e9
   achieved = 3 * forward_gflop * step["images_per_s"]
   result = dict(
-      images_per_s=step["images_per_s"], step_ms_median=step["ms_median"], step_ms_mean=step["ms_mean"],
+      **harness.model_facts(trainer.ssd), images_per_s=step["images_per_s"], step_ms_median=step["ms_median"], step_ms_mean=step["ms_mean"],
       loss_first_timed=round(losses[warmup], 4), loss_last=round(losses[-1], 4),
       finite=all(math.isfinite(value) for value in losses),
       forward_gflop_per_image=round(forward_gflop, 3), train_gflop_per_image=round(3 * forward_gflop, 3),
@@ -149,7 +152,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as workdir:
       ours, xla = measure(config, workdir, _INPUT.value, _MODEL.coco_dir.value, _TIMING.warmup.value,
                           _TIMING.steps.value, _BREAKDOWN.value, _CEILING.value, _SEED.value)
-    report = dict(bench="ssd_tf_train", **harness.model_facts(config), batch_size=config.train.batch_size,
+    report = dict(bench="ssd_tf_train", batch_size=config.train.batch_size,
                   precision=_MODEL.precision.value, jit_compile=xla, input=_INPUT.value,
                   warmup=_TIMING.warmup.value, steps=_TIMING.steps.value, **ours, machine=machine.facts(xla))
     if _TIMING.peer_python.value:

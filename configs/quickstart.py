@@ -15,12 +15,12 @@ def get_config():
   config.model.backbone_weights = None
   config.model.num_classes = 8
   config.model.image_size = 192
-  # conv3 (24x24) and conv4 at its own stride 16 (12x12): half the backbone FLOPs of conv4 at stride 8.
+  # conv3 (24x24) and conv4 at its own stride 16 (12x12): half the backbone FLOPs of conv4 at stride 8;
+  # the extra levels give 6, 3, 2, 1 (the SSD reads these sizes from the network).
   config.model.backbone_taps = ("conv3", "conv4")
   config.model.extra_layers = ((128, 256, 2, "same"), (64, 128, 2, "same"), (64, 128, 2, "same"),
                                (64, 128, 2, "same"))
   config.anchors = defaults.anchor_config(dict(
-      feature_map_sizes=(24, 12, 6, 3, 2, 1),
       aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
       scales=()), min_scale=0.1, max_scale=0.9)
 

@@ -12,6 +12,11 @@ import math
 import numpy as np
 
 
+def num_levels(anchor_config):
+  """Number of feature levels m: one per ``aspect_ratios`` entry."""
+  return len(anchor_config.aspect_ratios)
+
+
 def level_scales(anchor_config):
   """Scales s_1..s_{m+1} (fractions of the input size), m = number of levels.
 
@@ -19,38 +24,38 @@ def level_scales(anchor_config):
   ``s_k = s_min + (s_max - s_min)(k - 1)/(m - 1)`` with s_{m+1} = 1.0
   (as the TF Object Detection API and torchvision do).
   """
-  num_levels = len(anchor_config.feature_map_sizes)
+  levels = num_levels(anchor_config)
   if anchor_config.scales:
     scales = [float(s) for s in anchor_config.scales]
-    if len(scales) != num_levels + 1:
-      raise ValueError(f"anchors.scales needs {num_levels + 1} values (one per level plus one), "
+    if len(scales) != levels + 1:
+      raise ValueError(f"anchors.scales needs {levels + 1} values (one per level plus one), "
                        f"got {len(scales)}")
     return scales
   s_min, s_max = anchor_config.min_scale, anchor_config.max_scale
-  if num_levels == 1:
+  if levels == 1:
     return [s_min, 1.0]
-  return [s_min + (s_max - s_min) * k / (num_levels - 1) for k in range(num_levels)] + [1.0]
+  return [s_min + (s_max - s_min) * k / (levels - 1) for k in range(levels)] + [1.0]
 
 
-def _check_lengths(anchor_config):
+def _check_lengths(anchor_config, feature_map_sizes):
   """ValueError naming the field when a per-level field does not have one entry per feature map."""
-  num_levels = len(anchor_config.feature_map_sizes)
-  if len(anchor_config.aspect_ratios) != num_levels:
+  levels = len(feature_map_sizes)
+  if len(anchor_config.aspect_ratios) != levels:
     raise ValueError(f"anchors.aspect_ratios has {len(anchor_config.aspect_ratios)} entries for "
-                     f"{num_levels} feature maps")
-  if anchor_config.steps and len(anchor_config.steps) != num_levels:
-    raise ValueError(f"anchors.steps has {len(anchor_config.steps)} entries for {num_levels} feature maps")
+                     f"{levels} feature maps")
+  if anchor_config.strides and len(anchor_config.strides) != levels:
+    raise ValueError(f"anchors.strides has {len(anchor_config.strides)} entries for {levels} feature maps")
 
 
 def boxes_per_cell(anchor_config):
   """Number of default boxes per feature-map cell, one int per level."""
-  _check_lengths(anchor_config)
   return [2 + 2 * len(ratios) for ratios in anchor_config.aspect_ratios]
 
 
-def num_default_boxes(anchor_config):
+def num_default_boxes(anchor_config, feature_map_sizes):
   """Total N = sum over levels of size^2 * boxes_per_cell."""
-  return sum(f * f * a for f, a in zip(anchor_config.feature_map_sizes, boxes_per_cell(anchor_config)))
+  _check_lengths(anchor_config, feature_map_sizes)
+  return sum(f * f * a for f, a in zip(feature_map_sizes, boxes_per_cell(anchor_config)))
 
 
 def _cell_shapes(scale, next_scale, ratios):
@@ -63,19 +68,21 @@ def _cell_shapes(scale, next_scale, ratios):
   return shapes
 
 
-def default_boxes(anchor_config, image_size):
+def default_boxes(anchor_config, image_size, feature_map_sizes):
   """All default boxes of an input of ``image_size`` pixels (square).
 
+  ``feature_map_sizes``: the side of each level's (square) feature map, finest first.
+  Cell centres are ``(i + 0.5) * stride`` pixels, with ``anchor_config.strides`` when
+  given (the released specs) and ``image_size / size`` otherwise.
   Returns float32 [N, 4] ``[ymin, xmin, ymax, xmax]`` normalized to [0, 1];
   clipped to [0, 1] when ``anchor_config.clip``.
   """
-  _check_lengths(anchor_config)
-  sizes = anchor_config.feature_map_sizes
-  steps = anchor_config.steps or [image_size / f for f in sizes]
+  _check_lengths(anchor_config, feature_map_sizes)
+  strides = anchor_config.strides or [image_size / f for f in feature_map_sizes]
   scales = level_scales(anchor_config)
   levels = []
-  for k, (size, step, ratios) in enumerate(zip(sizes, steps, anchor_config.aspect_ratios)):
-    centres = (np.arange(size, dtype=np.float64) + 0.5) * step / image_size
+  for k, (size, stride, ratios) in enumerate(zip(feature_map_sizes, strides, anchor_config.aspect_ratios)):
+    centres = (np.arange(size, dtype=np.float64) + 0.5) * stride / image_size
     cy, cx = np.meshgrid(centres, centres, indexing="ij")           # [size, size]
     shapes = np.array(_cell_shapes(scales[k], scales[k + 1], ratios))  # [A, 2] (h, w)
     cy, cx = cy[..., None], cx[..., None]                             # [size, size, 1]

@@ -10,6 +10,8 @@ import sys
 
 from absl import flags
 
+from ssd_tf import defaults
+
 
 def one_line(error):
   """An exception's message on one line.
@@ -66,13 +68,16 @@ def parse_flags(argv):
 
 
 def load_config(config_flag):
-  """The ConfigDict of a DEFINE_config_file flag holder; a missing file -> FileNotFoundError."""
+  """The ConfigDict of a DEFINE_config_file flag holder, renamed fields upgraded (defaults.upgrade).
+
+  A missing file -> FileNotFoundError.
+  """
   config = config_flag.value
   try:
     config.get("name")
   except OSError:  # ml_collections reports a missing config file at the first access
     raise FileNotFoundError(f"config file not found: {config_path(sys.argv)}") from None
-  return config
+  return defaults.upgrade(config, source=config_path(sys.argv) or "--config")
 
 
 @contextlib.contextmanager

@@ -7,20 +7,23 @@ what differs. All values are the released COCO ones unless stated.
 import os
 import pathlib
 
+from absl import logging
 import ml_collections
 
 # Released COCO anchor specs (SSD paper / Caffe release, torchvision, NVIDIA).
 # `scales` has one more entry than levels: the last one only sizes the extra
-# sqrt(s_k * s_{k+1}) box of the last level.
+# sqrt(s_k * s_{k+1}) box of the last level. `strides` (cell pitch in pixels) are
+# the released ones, which hold for exactly these feature-map sizes; stating the
+# sizes makes the SSD check that its network produces them.
 SSD300_ANCHORS = dict(
     feature_map_sizes=(38, 19, 10, 5, 3, 1),
-    steps=(8, 16, 32, 64, 100, 300),
+    strides=(8, 16, 32, 64, 100, 300),
     scales=(0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
 )
 SSD512_ANCHORS = dict(
     feature_map_sizes=(64, 32, 16, 8, 4, 2, 1),
-    steps=(8, 16, 32, 64, 128, 256, 512),
+    strides=(8, 16, 32, 64, 128, 256, 512),
     scales=(0.04, 0.1, 0.26, 0.42, 0.58, 0.74, 0.9, 1.06),
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
 )
@@ -47,10 +50,13 @@ def anchor_config(spec, clip=True, min_scale=0.2, max_scale=0.9):
   """An anchor ConfigDict from a spec dict like SSD300_ANCHORS.
 
   Set ``scales=()`` to use the paper's formula between min_scale and max_scale.
+  ``feature_map_sizes`` may be left out: the SSD reads them from its network (and
+  checks them against the spec when they are given); ``strides`` left out are
+  image_size / feature-map size.
   """
   return ml_collections.ConfigDict(dict(
-      feature_map_sizes=tuple(spec["feature_map_sizes"]),
-      steps=tuple(spec.get("steps", ())),
+      feature_map_sizes=tuple(spec.get("feature_map_sizes", ())),
+      strides=tuple(spec.get("strides", ())),
       scales=tuple(spec.get("scales", ())),
       min_scale=min_scale,
       max_scale=max_scale,
@@ -129,7 +135,7 @@ def base_config():
       synthetic=ml_collections.ConfigDict(dict(  # --mode=synthetic (ssd_tf/data/synthetic.py)
           num_train=2000,
           num_val=200,
-          image_size=(256, 320),  # (min side, max side) in pixels
+          side_range=(256, 320),  # (min, max) side of the generated images, in pixels
           seed=0,
           max_objects=6,          # 1..max_objects shapes per image (at most 8)
       )),
@@ -158,8 +164,36 @@ def base_config():
   ))
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=8,
-      every_steps=20_000,
+      every_steps=20_000,         # 0: only at the end of training
       num_images=0,               # 0: the whole split
       num_summary_images=4,
   ))
   return c
+
+
+# Fields renamed since configs were first saved: old dotted name -> new dotted name.
+RENAMED_FIELDS = {
+    "anchors.steps": "anchors.strides",
+    "data.synthetic.image_size": "data.synthetic.side_range",
+}
+
+
+def upgrade(config, source="config"):
+  """Moves renamed fields (RENAMED_FIELDS) of ``config`` in place to their new names.
+
+  A config file or a run's saved config.json that still uses an old name keeps working,
+  with one deprecation line per field naming ``source``; returns ``config``.
+  """
+  for old, new in RENAMED_FIELDS.items():
+    *parents, old_leaf = old.split(".")
+    node = config
+    for name in parents:
+      node = node.get(name) if node is not None else None
+    if node is None or old_leaf not in node:
+      continue
+    value = node[old_leaf]
+    with node.unlocked():
+      del node[old_leaf]
+      node[new.rsplit(".", 1)[1]] = value
+    logging.warning("%s: %s is deprecated, renamed %s; read as %s=%s", source, old, new, new, value)
+  return config

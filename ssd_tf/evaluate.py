@@ -3,22 +3,30 @@
 Detections arrive as post-processing outputs (boxes normalized yxyx, labels
 1..C); they leave in COCO results format (``bbox`` = [x, y, w, h] in pixels of
 the original image, ``category_id`` = the dataset's id from the label map).
+:class:`Evaluator` runs an SSD over a config's eval split and reports.
 """
 
 import collections
 import contextlib
 import copy
 import io
-import json
 import os
-import tempfile
 import time
 
+from absl import logging
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+import tensorflow as tf
 
 from ssd_tf import box_ops
+from ssd_tf import files
+from ssd_tf import progress
+from ssd_tf import visualize
+from ssd_tf.data import pipeline
+from ssd_tf.data import records
+
+DRAW_SCORE_THRESHOLD = 0.3  # detections drawn on TensorBoard images
 
 # The 12 COCOeval summary stats in pycocotools' order: (name, IoU, area, max detections).
 STATS = (
@@ -38,14 +46,14 @@ STATS = (
 STAT_NAMES = tuple(s[0] for s in STATS)
 
 
-def detections_to_coco(image_ids, original_sizes, boxes, scores, classes, num_detections, label_map):
+def detections_to_coco(image_ids, original_sizes, boxes, scores, labels, num_detections, label_map):
   """Batched post-processing outputs -> list of COCO result dicts.
 
   Args:
     image_ids: [B] int, COCO image ids.
     original_sizes: [B,2] int (height, width) of the original images; the eval
       pipeline resizes without letterboxing, so normalized coords scale by these.
-    boxes: [B,K,4] normalized yxyx. scores: [B,K]. classes: [B,K] int labels 1..C.
+    boxes: [B,K,4] normalized yxyx. scores: [B,K]. labels: [B,K] int, 1..C.
     num_detections: [B] int, valid rows per image (the first ones).
     label_map: ssd_tf.label_map.LabelMap.
   Returns:
@@ -56,13 +64,13 @@ def detections_to_coco(image_ids, original_sizes, boxes, scores, classes, num_de
   original_sizes = np.asarray(original_sizes)
   boxes = np.asarray(boxes)
   scores = np.asarray(scores)
-  classes = np.asarray(classes)
+  labels = np.asarray(labels)
   num_detections = np.asarray(num_detections)
   if scores.ndim != 2:
     raise ValueError(f"detections_to_coco: scores must be [B,K], got shape {scores.shape}")
   batch, k = scores.shape
   expected_shapes = (("image_ids", image_ids, (batch,)), ("original_sizes", original_sizes, (batch, 2)),
-                     ("boxes", boxes, (batch, k, 4)), ("classes", classes, (batch, k)),
+                     ("boxes", boxes, (batch, k, 4)), ("labels", labels, (batch, k)),
                      ("num_detections", num_detections, (batch,)))
   for name, array, shape in expected_shapes:
     if array.shape != shape:
@@ -75,10 +83,10 @@ def detections_to_coco(image_ids, original_sizes, boxes, scores, classes, num_de
       raise ValueError(f"detections_to_coco: image {image_id} has original size {size}")
 
   detections = []
-  for image_id, (height, width), n, image_boxes, image_scores, image_classes in zip(
-      image_ids.tolist(), original_sizes.tolist(), num_detections.tolist(), boxes, scores, classes):
+  for image_id, (height, width), n, image_boxes, image_scores, image_labels in zip(
+      image_ids.tolist(), original_sizes.tolist(), num_detections.tolist(), boxes, scores, labels):
     xywh = box_ops.boxes_to_coco_xywh(image_boxes[:n], height, width)
-    category_ids = label_map.category_ids(image_classes[:n].astype(np.int64))
+    category_ids = label_map.category_ids(image_labels[:n].astype(np.int64))
     detections += [dict(image_id=image_id, category_id=c, bbox=b, score=s)
                    for c, b, s in zip(category_ids.tolist(), xywh.tolist(), image_scores[:n].tolist())]
   return detections
@@ -153,17 +161,17 @@ def coco_evaluate(coco_gt, detections, image_ids=None):
   return metrics
 
 
-def run_evaluation(predict_fn, dataset, coco_gt, label_map, num_images=0, progress=None):
+def run_evaluation(predict_fn, dataset, coco_gt, label_map, num_images=0, report=None):
   """Predicts over eval batches and evaluates with COCOeval.
 
   Args:
-    predict_fn: images float32 [B,S,S,3] -> dict(boxes, scores, classes, num_detections), as
+    predict_fn: images float32 [B,S,S,3] -> dict(boxes, scores, labels, num_detections), as
       ssd_tf.postprocess returns (e.g. a tf.function wrapping model + postprocess).
     dataset: iterable of eval batches (dicts with "image", "image_id" [B], "original_size" [B,2]).
     coco_gt: pycocotools COCO or path to the split's instances json.
     label_map: LabelMap of the training labels.
     num_images: stop after this many images (0: the whole dataset).
-    progress: optional callable(images_done, images_total), called after each batch.
+    report: optional callable(images_done, images_total), called after each batch.
   Returns:
     (metrics, detections): coco_evaluate's metrics plus "predict_seconds" (the prediction loop,
     input pipeline included) and "images_per_second"; detections as COCO result dicts.
@@ -180,11 +188,11 @@ def run_evaluation(predict_fn, dataset, coco_gt, label_map, num_images=0, progre
     outputs = {key: np.asarray(value)[:take] for key, value in predict_fn(batch["image"]).items()}
     ids = np.asarray(batch["image_id"])[:take]
     detections.extend(detections_to_coco(ids, np.asarray(batch["original_size"])[:take], outputs["boxes"],
-                                         outputs["scores"], outputs["classes"], outputs["num_detections"],
+                                         outputs["scores"], outputs["labels"], outputs["num_detections"],
                                          label_map))
     image_ids.extend(ids.tolist())
-    if progress is not None:
-      progress(len(image_ids), total)
+    if report is not None:
+      report(len(image_ids), total)
     if num_images > 0 and len(image_ids) >= num_images:
       break
   predict_seconds = time.perf_counter() - start
@@ -199,24 +207,12 @@ def run_evaluation(predict_fn, dataset, coco_gt, label_map, num_images=0, progre
   return metrics, detections
 
 
-def _atomic_write_json(path, value):
-  directory = os.path.dirname(path)
-  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(value, f)
-    os.replace(temp_path, path)
-  except BaseException:
-    os.unlink(temp_path)
-    raise
-
-
 def write_results(workdir, metrics, detections):
   """Writes <workdir>/metrics.json and <workdir>/detections.json (each via a temp file + rename)."""
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  _atomic_write_json(os.path.join(workdir, "metrics.json"), metrics)
-  _atomic_write_json(os.path.join(workdir, "detections.json"), detections)
+  files.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  files.write_json(os.path.join(workdir, "detections.json"), detections)
 
 
 def format_table(backbone_name, metrics):
@@ -272,3 +268,58 @@ def ground_truth_from_dataset(dataset, label_map):
   with contextlib.redirect_stdout(io.StringIO()):
     coco.createIndex()
   return coco
+
+
+def coco_ground_truth(config, dataset, label_map):
+  """The instances json prepare read, or (tfds, or json gone) ground truth rebuilt from the data."""
+  if config.data.source == "tfrecord":
+    source = records.load_summary(config.data.tfrecord_dir, config.data.eval_split).get("source")
+    if source and os.path.isfile(source):
+      return load_coco_gt(source)
+  logging.info("Evaluating against ground truth read from the eval data (box areas as COCO areas)")
+  return ground_truth_from_dataset(dataset, label_map)
+
+
+class Evaluator:
+  """COCO evaluation of an SSD on config.data.eval_split; prints and writes the results to workdir."""
+
+  def __init__(self, config, workdir, label_map):
+    self.config = config
+    self.workdir = workdir
+    self.label_map = label_map
+    self.dataset = pipeline.eval_dataset(config)
+    self.coco_gt = coco_ground_truth(config, self.dataset, label_map)
+    self._detect = None  # one tf.function per SSD, traced once
+    self._detecting = None
+
+  def __call__(self, ssd, step=None, drawings=True):
+    """Returns metrics (plus "images": uint8 drawings of the first eval images, when asked)."""
+    if self._detecting is not ssd:
+      self._detect, self._detecting = tf.function(ssd.detect), ssd
+    bar = progress.Progress(None, name="eval", unit="images")
+
+    def report(done, total):
+      bar.total = total
+      bar.update(done - bar.count)
+
+    metrics, detections = run_evaluation(self._detect, self.dataset, self.coco_gt, self.label_map,
+                                         self.config.eval.num_images, report)
+    bar.close()
+    if step is not None:
+      metrics["step"] = step
+    write_results(self.workdir, metrics, detections)
+    print(format_report(self.config.model.backbone, metrics), flush=True)
+    print(f"images/s {metrics['images_per_second']:.2f}; pycocotools {metrics['cocoeval_seconds']:.1f} s; "
+          f"metrics and detections written to {self.workdir}", flush=True)
+    return dict(metrics, images=self._drawings()) if drawings else metrics
+
+  def _drawings(self):
+    count = self.config.eval.num_summary_images
+    if count <= 0:
+      return None
+    batch = next(iter(self.dataset.unbatch().take(count).batch(count)))
+    detections = {k: v.numpy() for k, v in self._detect(batch["image"]).items()}
+    # Scores are sorted: draw only the confident ones.
+    detections["num_detections"] = (detections["scores"] >= DRAW_SCORE_THRESHOLD).sum(axis=1)
+    return visualize.draw_detection_batch(batch["image"].numpy(), detections, self.label_map.names(),
+                                          ground_truth=batch["boxes"].numpy())

@@ -16,46 +16,43 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from ssd_tf import postprocess as postprocess_lib
-from ssd_tf.data import augment
+from ssd_tf import images
 
 
 class DetectionModule(tf.Module):
   """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save."""
 
-  def __init__(self, model, config, label_map, label_map_path):
+  def __init__(self, ssd, label_map, label_map_path):
     super().__init__()
-    self.model = model
+    self.model = ssd.network
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
-    self._image_size = int(config.model.image_size)
-    self._detector = postprocess_lib.Detector(model, config)
+    self._image_size = ssd.image_size
+    self._ssd = ssd
     # Index = contiguous label (0 = background), value = dataset category id.
     self._category_ids = tf.constant(
         np.concatenate([[0.0], label_map.category_ids(np.arange(1, label_map.num_classes + 1))]),
         dtype=tf.float32)
 
-  def _resize(self, images):
+  def _resize(self, batch):
     """uint8 [(B,) H, W, 3] -> float32 [(B,) S, S, 3] in [0, 255]: the eval pipeline's resize."""
-    return augment.resize(tf.cast(images, tf.float32), self._image_size)
+    return images.resize(tf.cast(batch, tf.float32), self._image_size)
 
   def _decode(self, encoded):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return self._resize(image)
+    return self._resize(images.decode(encoded))
 
-  def detect(self, images):
+  def detect(self, batch):
     """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring."""
-    detections = self._detector(images)
+    detections = self._ssd.detect(batch)
     return {
         "detection_boxes": detections["boxes"],
         "detection_scores": detections["scores"],
-        "detection_classes": tf.gather(self._category_ids, detections["classes"]),
+        "detection_classes": tf.gather(self._category_ids, detections["labels"]),
         "num_detections": tf.cast(detections["num_detections"], tf.float32),
     }
 
-  def decode_batch(self, images):
+  def decode_batch(self, encoded):
     """tf.string [B] encoded images -> float32 [B, S, S, 3]: serving_default's preprocessing."""
-    return tf.map_fn(self._decode, images,
+    return tf.map_fn(self._decode, encoded,
                      fn_output_signature=tf.TensorSpec([self._image_size, self._image_size, 3],
                                                        tf.float32))
 
@@ -68,11 +65,11 @@ class DetectionModule(tf.Module):
     return self.detect(self._resize(images))
 
 
-def export_saved_model(model, config, label_map, label_map_path, export_dir):
-  """Writes the SavedModel to export_dir (via a temporary sibling, renamed when complete)."""
+def export_saved_model(ssd, label_map, label_map_path, export_dir):
+  """Writes the SavedModel of an SSD to export_dir (via a temporary sibling, renamed when complete)."""
   if os.path.basename(label_map_path) != "label_map.json":
     raise ValueError(f"the label map asset must be named label_map.json, got {label_map_path}")
-  module = DetectionModule(model, config, label_map, label_map_path)
+  module = DetectionModule(ssd, label_map, label_map_path)
   partial = export_dir.rstrip("/") + ".partial"
   if tf.io.gfile.exists(partial):
     tf.io.gfile.rmtree(partial)

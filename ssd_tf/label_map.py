@@ -9,6 +9,8 @@ import json
 
 import numpy as np
 
+from ssd_tf import files
+
 
 class LabelMap:
   """Maps contiguous labels 1..C to category ids and names, and back."""
@@ -40,8 +42,8 @@ class LabelMap:
         raise ValueError(f"{path}: not a valid label_map.json ({e})") from e
 
   def save(self, path):
-    with open(path, "w") as f:
-      json.dump(self.entries, f, indent=1)
+    """Writes label_map.json atomically."""
+    files.write_json(path, self.entries, indent=1)
 
   @property
   def num_classes(self):

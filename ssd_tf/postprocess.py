@@ -9,7 +9,6 @@ score and the best max_detections kept; the kept boxes are then clipped to [0, 1
 
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
 from ssd_tf import box_ops
 
 
@@ -25,8 +24,8 @@ def postprocess(loc_pred, logits, anchors, variances=(0.1, 0.2), score_threshold
     dict with K = max_detections, entries sorted by descending score:
       boxes float32 [B, K, 4] normalized yxyx in [0, 1],
       scores float32 [B, K],
-      classes int32 [B, K], labels 1..C,
-      num_detections int32 [B]; entries past num_detections are zero (class 0).
+      labels int32 [B, K], 1..C,
+      num_detections int32 [B]; entries past num_detections are zero (label 0).
   """
   boxes = box_ops.decode(loc_pred, anchors, variances)                        # [B, N, 4]
   scores = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)[..., 1:]      # [B, N, C]
@@ -40,29 +39,6 @@ def postprocess(loc_pred, logits, anchors, variances=(0.1, 0.2), score_threshold
       clip_boxes=True)
   num_detections = tf.cast(result.valid_detections, tf.int32)
   is_detection = tf.range(max_detections)[None, :] < num_detections[:, None]
-  classes = tf.where(is_detection, tf.cast(result.nmsed_classes, tf.int32) + 1, 0)
-  return dict(boxes=result.nmsed_boxes, scores=result.nmsed_scores, classes=classes,
+  labels = tf.where(is_detection, tf.cast(result.nmsed_classes, tf.int32) + 1, 0)
+  return dict(boxes=result.nmsed_boxes, scores=result.nmsed_scores, labels=labels,
               num_detections=num_detections)
-
-
-class Detector:
-  """A model's images -> detections: the SSD forward pass, then :func:`postprocess`.
-
-  Holds the default boxes and post-processing settings of a config; evaluation,
-  prediction and the SavedModel all detect through it.
-  """
-
-  def __init__(self, model, config):
-    self.model = model
-    self.anchors = tf.constant(anchors_lib.default_boxes(config.anchors, config.model.image_size))
-    self.variances = tuple(config.box_coder.variances)
-    self.settings = dict(config.postprocess)
-
-  def __call__(self, images):
-    """float [B, S, S, 3] RGB 0..255 -> the dict :func:`postprocess` returns."""
-    return self.postprocess(self.model(images, training=False))
-
-  def postprocess(self, outputs):
-    """The model's outputs {"loc", "logits"} -> the dict :func:`postprocess` returns."""
-    return postprocess(outputs["loc"], outputs["logits"], self.anchors, variances=self.variances,
-                       **self.settings)

@@ -92,7 +92,7 @@ def draw_detection_batch(images, detections, class_names=None, ground_truth=None
 
   Args:
     images: [N,H,W,3] uint8, or float in [0, 255] as the pipeline yields.
-    detections: dict(boxes [N,K,4], scores [N,K], classes [N,K], num_detections [N]) from postprocess.
+    detections: dict(boxes [N,K,4], scores [N,K], labels [N,K], num_detections [N]) from postprocess.
     class_names: as in draw_detections.
     ground_truth: optional [N,M,4] normalized yxyx (padding rows without area are skipped).
     max_images: draw only the first this many images.
@@ -103,11 +103,11 @@ def draw_detection_batch(images, detections, class_names=None, ground_truth=None
   if images.dtype != np.uint8:
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
   count = len(images) if max_images is None else min(len(images), max_images)
-  arrays = {key: np.asarray(detections[key]) for key in ("boxes", "scores", "classes", "num_detections")}
+  arrays = {key: np.asarray(detections[key]) for key in ("boxes", "scores", "labels", "num_detections")}
   drawn = []
   for i in range(count):
     n = int(arrays["num_detections"][i])
-    drawn.append(draw_detections(images[i], arrays["boxes"][i, :n], arrays["classes"][i, :n],
+    drawn.append(draw_detections(images[i], arrays["boxes"][i, :n], arrays["labels"][i, :n],
                                  arrays["scores"][i, :n], class_names,
                                  None if ground_truth is None else np.asarray(ground_truth)[i]))
   return np.stack(drawn) if drawn else np.zeros((0,) + images.shape[1:], np.uint8)

@@ -43,7 +43,7 @@ def tiny_data(tmp_path_factory):
   """
   if "data" not in _CACHE:
     root = tmp_path_factory.mktemp("tiny_data")
-    synthetic.write_dataset(str(root / "coco"), num_train=24, num_val=8, image_size=(96, 128),
+    synthetic.write_dataset(str(root / "coco"), num_train=24, num_val=8, side_range=(96, 128),
                             num_workers=1, verbose=False)
     for split in ("train2017", "val2017"):
       prepare.prepare_split(str(root / "coco"), split, str(root / "tfrecords"), num_shards=2,

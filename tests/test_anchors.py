@@ -6,6 +6,9 @@ import pytest
 from ssd_tf import anchors, defaults
 
 
+SSD_SIZES = {300: defaults.SSD300_ANCHORS["feature_map_sizes"], 512: defaults.SSD512_ANCHORS["feature_map_sizes"]}
+
+
 def _config(spec=defaults.SSD300_ANCHORS, **changes):
   clip = changes.pop("clip", True)
   return defaults.anchor_config(dict(spec, **changes), clip=clip)
@@ -15,9 +18,9 @@ def _config(spec=defaults.SSD300_ANCHORS, **changes):
     (defaults.SSD300_ANCHORS, 300, 8732), (defaults.SSD512_ANCHORS, 512, 24564)])
 def test_released_specs_have_the_paper_counts(spec, image_size, expected):
   config = _config(spec)
-  boxes = anchors.default_boxes(config, image_size)
+  boxes = anchors.default_boxes(config, image_size, config.feature_map_sizes)
   assert boxes.shape == (expected, 4) and boxes.dtype == np.float32
-  assert anchors.num_default_boxes(config) == expected
+  assert anchors.num_default_boxes(config, config.feature_map_sizes) == expected
 
 
 def test_boxes_per_cell():
@@ -45,14 +48,14 @@ LAST_CELL_UNCLIPPED = [
 
 
 def test_hand_computed_boxes_first_and_last_level_unclipped():
-  boxes = anchors.default_boxes(_config(clip=False), 300)
+  boxes = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
   np.testing.assert_allclose(boxes[:4], FIRST_CELL_UNCLIPPED, atol=1e-6)
   np.testing.assert_allclose(boxes[-4:], LAST_CELL_UNCLIPPED, atol=1e-6)
 
 
 def test_clipping_limits_to_unit_square():
-  clipped = anchors.default_boxes(_config(), 300)
-  unclipped = anchors.default_boxes(_config(clip=False), 300)
+  clipped = anchors.default_boxes(_config(), 300, SSD_SIZES[300])
+  unclipped = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
   np.testing.assert_allclose(clipped[:4], np.clip(FIRST_CELL_UNCLIPPED, 0, 1), atol=1e-6)
   np.testing.assert_allclose(clipped[-2], [0.1924086, 0.0, 0.8075914, 1.0], atol=1e-6)
   assert clipped.min() == 0.0 and clipped.max() == 1.0
@@ -63,13 +66,13 @@ def test_clipping_limits_to_unit_square():
 
 def test_ssd512_first_box():
   # centre 4/512 = 0.0078125, scale 0.04: [-0.0121875, ..., 0.0278125] clipped at 0.
-  boxes = anchors.default_boxes(_config(defaults.SSD512_ANCHORS), 512)
+  boxes = anchors.default_boxes(_config(defaults.SSD512_ANCHORS), 512, SSD_SIZES[512])
   np.testing.assert_allclose(boxes[0], [0.0, 0.0, 0.0278125, 0.0278125], atol=1e-6)
 
 
 def test_layout_matches_a_head_reshape():
   """Level 2 of SSD300 (19x19, 6 boxes): a head output [H, W, A*4] reshaped to [H*W*A, 4]."""
-  boxes = anchors.default_boxes(_config(clip=False), 300)
+  boxes = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
   level = boxes[38 * 38 * 4: 38 * 38 * 4 + 19 * 19 * 6]
   head = level.reshape(19, 19, 6 * 4)                      # what a conv head's output looks like
   # Cell (row 2, column 5): centre y = 2.5 * 16 / 300 = 0.1333333, x = 5.5 * 16 / 300 = 0.2933333.
@@ -93,15 +96,15 @@ def test_layout_matches_a_head_reshape():
 def test_paper_formula_scales():
   config = _config(scales=())
   np.testing.assert_allclose(anchors.level_scales(config), [0.2, 0.34, 0.48, 0.62, 0.76, 0.9, 1.0])
-  boxes = anchors.default_boxes(_config(scales=(), clip=False), 300)
+  boxes = anchors.default_boxes(_config(scales=(), clip=False), 300, SSD_SIZES[300])
   np.testing.assert_allclose(boxes[0, 2:] - boxes[0, :2], [0.2, 0.2], atol=1e-6)
   # last level extra box: sqrt(0.9 * 1.0) = 0.9486833
   np.testing.assert_allclose(boxes[-3, 2:] - boxes[-3, :2], [0.9486833, 0.9486833], atol=1e-6)
 
 
-def test_steps_default_to_image_size_over_feature_map():
-  config = _config(feature_map_sizes=(4, 2), steps=(), scales=(0.1, 0.5, 0.9), aspect_ratios=((2,), (2,)))
-  boxes = anchors.default_boxes(config, 64)
+def test_strides_default_to_image_size_over_feature_map():
+  config = _config(feature_map_sizes=(4, 2), strides=(), scales=(0.1, 0.5, 0.9), aspect_ratios=((2,), (2,)))
+  boxes = anchors.default_boxes(config, 64, config.feature_map_sizes)
   centres = (boxes[:, :2] + boxes[:, 2:]) / 2
   # level 1: 4x4 cells of 0.25 -> centres 0.125, 0.375, ...; cell (0, 1) is boxes 4..7.
   np.testing.assert_allclose(centres[4], [0.125, 0.375], atol=1e-6)
@@ -110,13 +113,13 @@ def test_steps_default_to_image_size_over_feature_map():
 
 @pytest.mark.parametrize("changes, field", [
     (dict(aspect_ratios=((2,),) * 5), "aspect_ratios"),
-    (dict(steps=(8, 16, 32)), "steps"),
+    (dict(strides=(8, 16, 32)), "strides"),
     (dict(scales=(0.1, 0.2)), "scales"),
 ])
 def test_mismatched_spec_lengths_raise(changes, field):
   config = _config(**changes)
   with pytest.raises(ValueError, match=field):
-    anchors.default_boxes(config, 300)
+    anchors.default_boxes(config, 300, config.feature_map_sizes)
   if field != "scales":
     with pytest.raises(ValueError, match=field):
-      anchors.num_default_boxes(config)
+      anchors.num_default_boxes(config, config.feature_map_sizes)

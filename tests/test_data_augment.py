@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ssd_tf import defaults
+from ssd_tf import images
 from ssd_tf.data import augment
 
 SIZE = 300
@@ -212,7 +213,7 @@ def test_render_whole_window_is_the_eval_resize_and_flip_mirrors():
   image = tf.constant(np.random.default_rng(1).integers(0, 256, (37, 53, 3)), tf.uint8)
   window = tf.constant([0.0, 0.0, 1.0, 1.0])
   rendered, inside = augment.render(image, window, tf.constant(False), 20)
-  np.testing.assert_allclose(rendered.numpy(), augment.resize(image, 20).numpy(), atol=1e-3)
+  np.testing.assert_allclose(rendered.numpy(), images.resize(image, 20).numpy(), atol=1e-3)
   assert inside.numpy().all()
   mirrored, _ = augment.render(image, window, tf.constant(True), 20)
   np.testing.assert_allclose(mirrored.numpy(), rendered.numpy()[:, ::-1], atol=1e-6)

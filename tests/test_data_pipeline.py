@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ssd_tf import defaults
-from ssd_tf.data import augment
+from ssd_tf import images
 from ssd_tf.data import coco
 from ssd_tf.data import pipeline
 from ssd_tf.data import prepare
@@ -22,7 +22,7 @@ SIZE, BATCH, MAX_BOXES = 64, 4, 8
 def dataset_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp("pipeline")
   coco_dir, tfrecord_dir = str(root / "coco"), str(root / "records")
-  synthetic.write_dataset(coco_dir, NUM_TRAIN, NUM_VAL, image_size=(96, 128), seed=3, verbose=False)
+  synthetic.write_dataset(coco_dir, NUM_TRAIN, NUM_VAL, side_range=(96, 128), seed=3, verbose=False)
   prepare.prepare_split(coco_dir, "train2017", tfrecord_dir, num_shards=4, num_workers=1, verbose=False)
   prepare.prepare_split(coco_dir, "val2017", tfrecord_dir, num_shards=2, num_workers=1, verbose=False)
   return coco_dir, tfrecord_dir
@@ -119,7 +119,7 @@ def test_eval_batches(dataset_dirs):
   raw = records.parse_example(next(iter(tf.data.TFRecordDataset(first_shard))))
   assert int(raw["image_id"]) == ids[0]
   np.testing.assert_allclose(batches[0]["image"][0],
-                             augment.resize(pipeline.decode(raw)["image"], SIZE).numpy(), atol=1e-4)
+                             images.resize(pipeline.decode(raw)["image"], SIZE).numpy(), atol=1e-4)
   count = len(raw["labels"])
   np.testing.assert_array_equal(batches[0]["boxes"][0][:count], raw["boxes"].numpy())
   assert np.all(batches[0]["labels"][0][count:] == -1)

@@ -21,7 +21,7 @@ def _load(root, split):
 
 def test_valid_coco_layout_with_sizes_from_small_to_large(tmp_path):
   root = str(tmp_path / "a")
-  paths = synthetic.write_dataset(root, num_train=60, num_val=6, image_size=(200, 260), seed=1, verbose=False)
+  paths = synthetic.write_dataset(root, num_train=60, num_val=6, side_range=(200, 260), seed=1, verbose=False)
   assert sorted(paths) == ["train2017", "val2017"]
   gt = _load(root, "train2017")
   assert [c["id"] for c in gt.loadCats(gt.getCatIds())] == [1, 3, 5, 7, 9, 11, 13, 15]
@@ -92,7 +92,7 @@ def test_every_shape_touches_all_four_sides_of_its_box(name):
 def test_bad_arguments_are_named(tmp_path):
   with pytest.raises(ValueError, match="synthetic split"):
     synthetic.write_split(str(tmp_path), "test2017", 1, verbose=False)
-  with pytest.raises(ValueError, match="image_size"):
-    synthetic.write_split(str(tmp_path), "val2017", 1, image_size=(300, 200), verbose=False)
+  with pytest.raises(ValueError, match="side_range"):
+    synthetic.write_split(str(tmp_path), "val2017", 1, side_range=(300, 200), verbose=False)
   with pytest.raises(ValueError, match="max_objects"):
     synthetic.write_split(str(tmp_path), "val2017", 1, max_objects=9, verbose=False)

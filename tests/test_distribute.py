@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
 from ssd_tf import distribute
-from ssd_tf import matching
+from ssd_tf.ssd import SSD
 from ssd_tf import train
 import train_helpers
 
@@ -43,11 +42,11 @@ def _config(**train_fields):
 def _train(config, strategy, initial, workdir, steps=STEPS):
   """Runs `steps` fixed global batches from `initial` weights -> (weights, per-step losses)."""
   trainer = train.Trainer(config, str(workdir), strategy)
-  for variable in trainer.model.weights:
+  for variable in trainer.ssd.network.weights:
     variable.assign(initial[variable.path])
   iterator = train_helpers.distributed_iterator(strategy, train_helpers.fixed_batches(steps))
   losses = [float(trainer.train_step(iterator)["loss"]) for _ in range(steps)]
-  return train_helpers.model_weights(trainer.model), losses
+  return train_helpers.model_weights(trainer.ssd.network), losses
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def single_device(tmp_path_factory):
   """(initial weights, weights and losses after STEPS single-device steps) of the tiny config."""
   config = _config()
   initial = train_helpers.model_weights(train.Trainer(config, str(tmp_path_factory.mktemp("init")),
-                                                      tf.distribute.get_strategy()).model)
+                                                      tf.distribute.get_strategy()).ssd.network)
   weights, losses = _train(config, tf.distribute.get_strategy(), initial, tmp_path_factory.mktemp("single"))
   return initial, weights, losses
 
@@ -130,8 +129,7 @@ def test_replicas_see_different_numbers_of_positives():
   """Precondition of the comparisons below: a per-replica loss normalization would show."""
   config = _config()
   batch = train_helpers.fixed_batches(STEPS)
-  anchors = anchors_lib.default_boxes(config.anchors, config.model.image_size)
-  _, cls_targets = matching.match(batch["boxes"], batch["labels"], batch["is_crowd"], anchors)
+  _, cls_targets = SSD(config).targets(batch["boxes"], batch["labels"], batch["is_crowd"])
   per_replica = np.sum(cls_targets.numpy() > 0, axis=1).reshape(STEPS, 2, 2).sum(axis=2)
   assert np.all(per_replica[:, 0] >= per_replica[:, 1] + 4), per_replica
 

@@ -53,7 +53,7 @@ def to_arrays(records, images, label_map):
       classes[i, :len(rows)] = label_map.labels([r["category_id"] for r in rows])
   return dict(image_ids=np.array([im["id"] for im in images], np.int64),
               original_sizes=np.array([[im["height"], im["width"]] for im in images], np.int32),
-              boxes=boxes, scores=scores, classes=classes,
+              boxes=boxes, scores=scores, labels=classes,
               num_detections=np.array([len(per_image[im["id"]]) for im in images], np.int32))
 
 
@@ -86,7 +86,7 @@ def test_detections_to_coco_hand_values():
                     [[0.5, 0.5, 1.0, 0.75], [0.3, 0.3, 0.4, 0.4]]], np.float32)
   detections = evaluate.detections_to_coco(
       image_ids=np.array([7, 8]), original_sizes=np.array([[100, 200], [40, 80]]), boxes=boxes,
-      scores=np.array([[0.875, 0.5], [0.25, 0.125]], np.float32), classes=np.array([[2, 1], [1, 2]]),
+      scores=np.array([[0.875, 0.5], [0.25, 0.125]], np.float32), labels=np.array([[2, 1], [1, 2]]),
       num_detections=np.array([1, 2]), label_map=label_map)
   assert [(d["image_id"], d["category_id"], d["score"]) for d in detections] == [(7, 9, 0.875), (8, 5, 0.25),
                                                                                  (8, 9, 0.125)]
@@ -98,7 +98,7 @@ def test_detections_to_coco_hand_values():
 def test_detections_to_coco_rejects_bad_shapes():
   label_map = LabelMap([dict(label=1, category_id=1, name="a")])
   args = dict(image_ids=np.array([1]), original_sizes=np.array([[10, 10]]), boxes=np.zeros((1, 3, 4)),
-              scores=np.zeros((1, 2)), classes=np.ones((1, 2), np.int32), num_detections=np.array([1]))
+              scores=np.zeros((1, 2)), labels=np.ones((1, 2), np.int32), num_detections=np.array([1]))
   with pytest.raises(ValueError, match="boxes"):
     evaluate.detections_to_coco(**args, label_map=label_map)
   args.update(boxes=np.zeros((1, 2, 4)), num_detections=np.array([3]))
@@ -179,7 +179,7 @@ def eval_dataset_and_predict_fn(val, records, batch_size):
   images = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 4, 4, 3))
   dataset = tf.data.Dataset.from_tensor_slices(dict(
       image=images, image_id=arrays["image_ids"], original_size=arrays["original_sizes"])).batch(batch_size)
-  outputs = {key: tf.constant(arrays[key]) for key in ("boxes", "scores", "classes", "num_detections")}
+  outputs = {key: tf.constant(arrays[key]) for key in ("boxes", "scores", "labels", "num_detections")}
 
   @tf.function
   def predict_fn(batch_images):
@@ -195,7 +195,7 @@ def test_run_evaluation_matches_direct_evaluation(val):
   dataset, predict_fn = eval_dataset_and_predict_fn(val, records, batch_size=12)
   calls = []
   metrics, detections = evaluate.run_evaluation(predict_fn, dataset, val.path, val.label_map,
-                                                progress=lambda done, total: calls.append((done, total)))
+                                                report=lambda done, total: calls.append((done, total)))
   for name in evaluate.STAT_NAMES + ("per_class_AP", "num_images", "num_detections"):
     assert metrics[name] == expected[name], name
   assert detections == expected_detections
@@ -207,7 +207,7 @@ def test_run_evaluation_stops_at_num_images(val):
   dataset, predict_fn = eval_dataset_and_predict_fn(val, ground_truth_records(val.data), batch_size=12)
   calls = []
   metrics, detections = evaluate.run_evaluation(predict_fn, dataset, val.coco, val.label_map, num_images=30,
-                                                progress=lambda done, total: calls.append((done, total)))
+                                                report=lambda done, total: calls.append((done, total)))
   first = {im["id"] for im in val.images[:30]}
   assert calls == [(12, 30), (24, 30), (30, 30)]
   assert metrics["num_images"] == 30 and {d["image_id"] for d in detections} <= first

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from ssd_tf import export
-from ssd_tf import model as model_lib
 from ssd_tf.label_map import LabelMap
+from ssd_tf.ssd import SSD
 
 from test_learning import small_config
 
@@ -30,15 +30,15 @@ def exported(tmp_path_factory):
   label_map_path = str(tmp / "label_map.json")
   label_map.save(label_map_path)
   tf.keras.utils.set_random_seed(1)
-  model = model_lib.build_ssd(config)
+  ssd = SSD(config)
   # Biased logits so detections exist and differ between classes.
-  for layer in model.layers:
+  for layer in ssd.network.layers:
     if layer.name.endswith("_logits"):
       kernel, bias = layer.get_weights()
       bias = np.tile(np.array([0.0, 2.0, 1.0, 1.5], np.float32), len(bias) // 4)
       layer.set_weights([kernel, bias])
-  module = export.DetectionModule(model, config, label_map, label_map_path)
-  path = export.export_saved_model(model, config, label_map, label_map_path, str(tmp / "saved_model"))
+  module = export.DetectionModule(ssd, label_map, label_map_path)
+  path = export.export_saved_model(ssd, label_map, label_map_path, str(tmp / "saved_model"))
   return module, path, config
 
 

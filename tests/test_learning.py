@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from ssd_tf import box_ops
 from ssd_tf import defaults
-from ssd_tf import postprocess
 from ssd_tf import train
 
 IMAGE_SIZE = 128
@@ -63,10 +62,10 @@ def test_sgd_memorizes_one_batch(tmp_path):
 
   config.postprocess.score_threshold = 0.05
   config.postprocess.max_detections = 10
-  detections = postprocess.Detector(trainer.model, config)(batch["image"])
+  detections = trainer.ssd.detect(batch["image"])
   for i, objects in enumerate(BOXES):
     for box, label in objects:
-      same_class = detections["classes"][i].numpy() == label
+      same_class = detections["labels"][i].numpy() == label
       top = detections["boxes"][i].numpy()[same_class][:2]
       assert len(top), f"image {i}: no detection of class {label}"
       best = float(tf.reduce_max(box_ops.iou(np.array([box], np.float32), top)))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd_tf import anchors as anchors_lib
+from ssd_tf.anchors import default_boxes
 from ssd_tf import box_ops, defaults, matching
 
 QUADRANTS = np.array([[0, 0, .5, .5], [0, .5, .5, 1], [.5, 0, 1, .5], [.5, .5, 1, 1]], np.float32)
@@ -42,7 +42,8 @@ def test_identical_ground_truths_get_distinct_boxes():
 
 
 def test_ground_truth_smaller_than_every_default_box_gets_exactly_one_positive():
-  anchors = anchors_lib.default_boxes(defaults.anchor_config(defaults.SSD300_ANCHORS), 300)
+  anchors = default_boxes(defaults.anchor_config(defaults.SSD300_ANCHORS), 300,
+                          defaults.SSD300_ANCHORS["feature_map_sizes"])
   gt = [[.503, .611, .508, .614]]
   loc, cls = _match(gt, [5], anchors=anchors)
   assert np.count_nonzero(cls) == 1
@@ -209,7 +210,7 @@ def test_matches_numpy_reference_on_random_batches(iou_threshold, crowd_ioa_thre
   rng = np.random.default_rng(0)
   config = defaults.anchor_config(dict(feature_map_sizes=(5, 3, 1), scales=(.15, .4, .7, .95),
                                        aspect_ratios=((2,), (2, 3), (2,))))
-  anchors = anchors_lib.default_boxes(config, 300)
+  anchors = default_boxes(config, 300, config.feature_map_sizes)
   boxes, labels, crowd = _random_batch(rng, batch=6, rows=14)
   match = tf.function(matching.match, jit_compile=True)
   loc, cls = match(boxes, labels, crowd, anchors, iou_threshold, crowd_ioa_threshold)
@@ -227,8 +228,8 @@ def test_matches_numpy_reference_on_random_batches(iou_threshold, crowd_ioa_thre
 def test_forced_boxes_are_never_shared():
   """Forced matches only: every valid ground truth, duplicates included, gets a box of its own."""
   rng = np.random.default_rng(1)
-  anchors = anchors_lib.default_boxes(defaults.anchor_config(dict(
-      feature_map_sizes=(4, 2), scales=(.2, .5, .8), aspect_ratios=((2,), (2,)))), 300)
+  anchors = default_boxes(defaults.anchor_config(dict(
+      scales=(.2, .5, .8), aspect_ratios=((2,), (2,)))), 300, (4, 2))
   boxes, labels, crowd = _random_batch(rng, batch=4, rows=20)
   _, cls = matching.match(boxes, labels, crowd, anchors, iou_threshold=1.5)
   for i in range(3):

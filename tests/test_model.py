@@ -1,4 +1,4 @@
-"""SSD model: sizes per shipped config, head layout vs default boxes, mixed precision, config errors."""
+"""SSD network: sizes per shipped config, head layout vs default boxes, mixed precision, config errors."""
 
 import importlib.util
 import pathlib
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from ssd_tf import anchors, defaults
-from ssd_tf.model import build_ssd
+from ssd_tf.ssd import SSD
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
@@ -39,6 +39,10 @@ def _images(seed, config, batch=2):
   return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, size, size, 3)).astype(np.float32)
 
 
+def build_ssd(config):
+  return SSD(config).network
+
+
 def _level_offsets(anchor_config):
   """First default-box row of each level."""
   counts = [f * f * a for f, a in zip(anchor_config.feature_map_sizes, anchors.boxes_per_cell(anchor_config))]
@@ -48,17 +52,18 @@ def _level_offsets(anchor_config):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_configs_have_one_output_row_per_default_box(path):
   config = _load_config(path)
-  config.model.backbone_weights = None
-  model = build_ssd(config)
-  num_boxes = len(anchors.default_boxes(config.anchors, config.model.image_size))
+  ssd = SSD(config)
+  model = ssd.network
+  num_boxes = len(ssd.default_boxes)
   # The released layouts, and the quickstart's (24, 12, 6, 3, 2, 1 with 4, 6, 6, 6, 4, 4 per cell).
   assert num_boxes == {300: 8732, 512: 24564, 192: 3458}[config.model.image_size]
   assert tuple(model.input.shape) == (None, config.model.image_size, config.model.image_size, 3)
   assert tuple(model.output["loc"].shape) == (None, num_boxes, 4)
   assert tuple(model.output["logits"].shape) == (None, num_boxes, config.model.num_classes + 1)
-  num_levels = len(config.anchors.feature_map_sizes)
+  num_levels = len(config.anchors.aspect_ratios)
   levels = [model.get_layer(f"level{k}_loc").input.shape[1:3] for k in range(num_levels)]
-  assert [h for h, w in levels] == [w for h, w in levels] == list(config.anchors.feature_map_sizes)
+  assert [h for h, w in levels] == [w for h, w in levels] == ssd.feature_map_sizes
+  assert list(config.anchors.feature_map_sizes) in ([], ssd.feature_map_sizes)
 
 
 def test_bias_of_one_head_lights_exactly_its_default_boxes():
@@ -82,7 +87,7 @@ def test_bias_of_one_head_lights_exactly_its_default_boxes():
   np.testing.assert_array_equal(rows, expected_rows)
   assert set(cols) == {cls}
   # Those rows are the default boxes of that level's grid, row-major, all with h / w = 3.
-  boxes = anchors.default_boxes(config.anchors, config.model.image_size)[rows]
+  boxes = anchors.default_boxes(config.anchors, config.model.image_size, config.anchors.feature_map_sizes)[rows]
   i, j = np.divmod(np.arange(size * size), size)
   centres = (boxes[:, :2] + boxes[:, 2:]) / 2
   np.testing.assert_allclose(centres, np.stack([i + 0.5, j + 0.5], -1) / size, atol=1e-6)
@@ -109,11 +114,12 @@ def test_every_output_row_comes_from_its_cell_and_box_slot():
 def test_mixed_float16_computes_in_float16_and_outputs_float32():
   config = _small_config()
   previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("mixed_float16")
+  config.train.mixed_precision = "mixed_float16"
   try:
     mixed = build_ssd(config)
   finally:
     keras.mixed_precision.set_global_policy(previous)
+  config.train.mixed_precision = ""
   assert mixed.get_layer("level0_logits").compute_dtype == "float16"
   assert mixed.get_layer("resnet18").get_layer("conv1_conv").compute_dtype == "float16"
   full = build_ssd(config)

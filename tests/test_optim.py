@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd_tf import model as model_lib
 from ssd_tf import optim
 from ssd_tf import train
 from ssd_tf.backbones import vgg
+from ssd_tf.ssd import SSD
 import train_helpers
 
 
@@ -85,8 +85,7 @@ def _decay_gradients(variables, weight_decay, num_replicas=1):
 
 
 def test_weight_decay_only_on_kernels():
-  model = model_lib.build_ssd(train_helpers.tiny_config())
-  variables = model.trainable_variables
+  variables = SSD(train_helpers.tiny_config()).network.trainable_variables
   loss, gradients = _decay_gradients(variables, 5e-4)
   kinds = {"kernel": 0, "gamma": 0, "beta": 0, "bias": 0}
   for variable, gradient in zip(variables, gradients):
@@ -157,7 +156,7 @@ def _trainer(tmp_path, initial=None, strategy=None, **train_fields):
   config.train.update(train_fields)
   trainer = train.Trainer(config, str(tmp_path), strategy or tf.distribute.get_strategy())
   if initial is not None:
-    for variable in trainer.model.weights:
+    for variable in trainer.ssd.network.weights:
       variable.assign(initial[variable.path])
   return trainer
 
@@ -171,9 +170,9 @@ def _steps(trainer, count):
 def float32_run(tmp_path_factory):
   """(initial weights, weights after 2 float32 steps, their losses) of the tiny config."""
   trainer = _trainer(tmp_path_factory.mktemp("float32"))
-  initial = train_helpers.model_weights(trainer.model)
+  initial = train_helpers.model_weights(trainer.ssd.network)
   losses = _steps(trainer, 2)
-  return initial, train_helpers.model_weights(trainer.model), losses
+  return initial, train_helpers.model_weights(trainer.ssd.network), losses
 
 
 @pytest.mark.parametrize("policy, first_loss_rtol, steps", [("mixed_float16", 1e-2, 8),
@@ -182,16 +181,16 @@ def test_mixed_precision_step(float32_run, tmp_path, policy, first_loss_rtol, st
   initial, _, reference_losses = float32_run
   trainer = _trainer(tmp_path, initial, mixed_precision=policy)
   compute_dtype = policy.split("_")[1]
-  assert trainer.model.get_layer("level0_loc").compute_dtype == compute_dtype
-  assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
+  assert trainer.ssd.network.get_layer("level0_loc").compute_dtype == compute_dtype
+  assert all(v.dtype == "float32" for v in trainer.ssd.network.trainable_variables)
   assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
   losses = _steps(trainer, steps)
   assert all(math.isfinite(v) for step in losses for v in step.values()), losses
   # The first loss is computed from the same weights as the float32 one.
   assert losses[0]["loss"] == pytest.approx(reference_losses[0]["loss"], rel=first_loss_rtol)
-  outputs = trainer.model(train_helpers.fixed_batches(1)["image"], training=False)
+  outputs = trainer.ssd.network(train_helpers.fixed_batches(1)["image"], training=False)
   assert outputs["loc"].dtype == tf.float32 and outputs["logits"].dtype == tf.float32
-  moved = train_helpers.model_weights(trainer.model)
+  moved = train_helpers.model_weights(trainer.ssd.network)
   assert np.linalg.norm(moved["level0_loc/kernel"] - initial["level0_loc/kernel"]) > 0
   applied = int(trainer.optimizer.iterations.numpy())
   if policy == "mixed_float16":
@@ -209,7 +208,7 @@ def test_xla_step_matches_the_graph_step(float32_run, tmp_path):
   trainer = _trainer(tmp_path, initial, jit_compile=True)
   losses = _steps(trainer, 2)
   np.testing.assert_allclose([s["loss"] for s in losses], [s["loss"] for s in reference_losses], rtol=1e-4)
-  train_helpers.assert_same_training(train_helpers.model_weights(trainer.model), reference, initial)
+  train_helpers.assert_same_training(train_helpers.model_weights(trainer.ssd.network), reference, initial)
 
 
 def test_xla_is_left_out_under_two_replicas_with_a_warning(tmp_path, caplog):

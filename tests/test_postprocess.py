@@ -60,12 +60,12 @@ def test_matches_brute_force_nms_on_random_inputs(settings):
     count = int(result["num_detections"][i])
     assert count == len(expected) > 10
     np.testing.assert_allclose(result["scores"][i, :count], [d[0] for d in expected], rtol=1e-5)
-    np.testing.assert_array_equal(result["classes"][i, :count], [d[1] for d in expected])
+    np.testing.assert_array_equal(result["labels"][i, :count], [d[1] for d in expected])
     np.testing.assert_allclose(result["boxes"][i, :count], [d[2] for d in expected], atol=1e-6)
-    np.testing.assert_array_equal(result["classes"][i, count:], 0)
+    np.testing.assert_array_equal(result["labels"][i, count:], 0)
     np.testing.assert_array_equal(result["scores"][i, count:], 0.0)
   assert result["boxes"].shape == (2, settings["max_detections"], 4)
-  assert result["classes"].dtype == np.int32 and result["num_detections"].dtype == np.int32
+  assert result["labels"].dtype == np.int32 and result["num_detections"].dtype == np.int32
   assert result["boxes"].dtype == np.float32 and result["scores"].dtype == np.float32
 
 
@@ -74,7 +74,7 @@ def _hand_case(logits):
   result = postprocess.postprocess(np.zeros((1, len(logits), 4), np.float32), np.array([logits], np.float32),
                                    ANCHORS[:len(logits)])
   count = int(result["num_detections"][0])
-  return result["boxes"][0, :count].numpy(), result["classes"][0, :count].numpy(), result["scores"][0, :count]
+  return result["boxes"][0, :count].numpy(), result["labels"][0, :count].numpy(), result["scores"][0, :count]
 
 
 def test_overlapping_boxes_of_one_class_keep_the_best():
@@ -101,7 +101,7 @@ def test_low_scores_are_dropped_and_boxes_clipped():
   result = postprocess.postprocess(loc_pred, logits, ANCHORS)
   assert int(result["num_detections"][0]) == 3
   np.testing.assert_allclose(result["boxes"][0, 0], [0, 0, 1, 1], atol=1e-6)
-  assert int(result["classes"][0, 0]) == 1
+  assert int(result["labels"][0, 0]) == 1
   np.testing.assert_allclose(result["scores"][0, 1:3], [1 / 3, 1 / 3], rtol=1e-5)
   np.testing.assert_allclose(result["boxes"][0, 1:3], ANCHORS[[1, 1]], atol=1e-6)
-  assert sorted(result["classes"][0, 1:3].numpy()) == [1, 2]
+  assert sorted(result["labels"][0, 1:3].numpy()) == [1, 2]

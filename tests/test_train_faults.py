@@ -31,7 +31,7 @@ def test_nan_loss_stops_at_its_step_without_a_checkpoint(tmp_path):
                      match=r"(loss is nan at step 3 |non-finite weights after step 3;).*Last good checkpoint: .*ckpt-2"):
     trainer.fit()
   assert _checkpoint_steps(tmp_path) == [1, 2]
-  assert trainer.manager.latest_checkpoint.endswith("ckpt-2")
+  assert trainer.books.latest.latest_checkpoint.endswith("ckpt-2")
 
 
 @pytest.mark.parametrize("learning_rate, message, failed_step", [
@@ -54,7 +54,7 @@ def test_diverging_training_never_checkpoints_non_finite_weights(tmp_path, learn
 
 def test_save_refuses_non_finite_weights(tmp_path):
   trainer = _trainer(tmp_path, train_helpers.fixed_batches(1), steps=1)
-  kernel = trainer.model.get_layer("level0_logits").kernel
+  kernel = trainer.ssd.network.get_layer("level0_logits").kernel
   values = kernel.numpy()
   values.flat[0] = np.inf
   kernel.assign(values)

@@ -63,7 +63,7 @@ def test_batch_for_tensorboard_and_png(tmp_path):
   images = np.full((3, 50, 60, 3), 60.4, np.float32)
   detections = dict(boxes=np.tile(np.array([0.2, 0.2, 0.8, 0.8], np.float32), (3, 2, 1)),
                     scores=np.full((3, 2), 0.9, np.float32),
-                    classes=np.array([[1, 2], [2, 1], [1, 1]], np.int32),
+                    labels=np.array([[1, 2], [2, 1], [1, 1]], np.int32),
                     num_detections=np.array([1, 0, 2], np.int32))
   drawn = visualize.draw_detection_batch(images, detections, class_names=["x", "y"], max_images=2)
   assert drawn.shape == (2, 50, 60, 3) and drawn.dtype == np.uint8

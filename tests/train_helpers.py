@@ -149,10 +149,10 @@ def _run_worker(workdir, weights_path, steps, grad_clip_norm):
   config.train.steps = steps
   config.train.grad_clip_norm = grad_clip_norm
   trainer = train.Trainer(config, workdir, strategy)
-  initial = model_weights(trainer.model)
+  initial = model_weights(trainer.ssd.network)
   trainer.dataset_iterator = lambda start: distributed_iterator(strategy, fixed_batches(steps))
   losses = trainer.fit()
-  final = model_weights(trainer.model)
+  final = model_weights(trainer.ssd.network)
   np.savez(weights_path, **{f"initial/{k}": v for k, v in initial.items()},
            **{f"final/{k}": v for k, v in final.items()})
   print(f"{distribute.task_name(strategy)} done: step {trainer.step}, loss {losses['loss']:.6f}",

@@ -166,14 +166,6 @@ def render(image, window, flip, size):
   return out, inside
 
 
-def resize(image, size):
-  """Evaluation / serving resize: [H, W, 3] -> float32 [size, size, 3], antialiased bilinear.
-
-  The same resampling as training's :func:`render` on the whole image.
-  """
-  return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-
-
 def train_transform(element, seed, cfg, size, mean_rgb):
   """One decoded element -> augmented element; the full SSD chain.
 

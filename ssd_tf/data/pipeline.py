@@ -27,6 +27,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from ssd_tf import images
 from ssd_tf.data import augment
 from ssd_tf.data import records
 from ssd_tf.data import tfds_source
@@ -66,9 +67,7 @@ def _parallel(data_cfg):
 def decode(raw):
   """Raw element -> element with ``image`` uint8 [H, W, 3] instead of ``encoded``."""
   element = {k: v for k, v in raw.items() if k != "encoded"}
-  image = tf.io.decode_image(raw["encoded"], channels=3, expand_animations=False)
-  image.set_shape([None, None, 3])
-  element["image"] = image
+  element["image"] = images.decode(raw["encoded"])
   return element
 
 
@@ -240,7 +239,7 @@ def eval_dataset(config, input_context=None):
 
   def transform(item):
     element = decode(parse(item))
-    element["image"] = augment.resize(element["image"], size)
+    element["image"] = images.resize(element["image"], size)
     return pad_ground_truth(element, data_cfg.max_boxes)
 
   ds = ds.map(transform, num_parallel_calls=_parallel(data_cfg), deterministic=True)

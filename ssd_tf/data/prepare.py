@@ -10,7 +10,6 @@ without it, so an interrupted run never leaves a dataset that looks finished.
 
 import collections
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -18,7 +17,8 @@ import time
 
 import tensorflow as tf
 
-from ssd_tf import progress as progress_lib
+from ssd_tf import files
+from ssd_tf import progress
 from ssd_tf.data import coco
 from ssd_tf.data import parallel
 from ssd_tf.data import records
@@ -37,14 +37,7 @@ def _write_label_map(label_map, output_dir, json_path):
       raise ValueError(f"{path} was written from other categories than {json_path}; "
                        "use a fresh output folder")
     return
-  _write_json(path, label_map.entries)  # LabelMap.save's format, written atomically
-
-
-def _write_json(path, value):
-  tmp = path + f".partial-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
+  label_map.save(path)
 
 
 def _move_into_place(partial_dir, output_dir, split):
@@ -119,8 +112,8 @@ def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, kee
   data = coco.read_split(coco_dir, split)  # raises before anything is written
   os.makedirs(output_dir, exist_ok=True)
   _write_label_map(data.label_map, output_dir, data.json_path)
-  bar = progress_lib.Progress(len(data.images), name=f"prepare {split}", unit="images",
-                              stream=sys.stderr) if verbose else None
+  bar = progress.Progress(len(data.images), name=f"prepare {split}", unit="images",
+                        stream=sys.stderr) if verbose else None
   partial_dir = os.path.join(output_dir, f".{split}.partial-{os.getpid()}")
   os.makedirs(partial_dir)
   try:
@@ -134,8 +127,8 @@ def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, kee
         num_shards=num_shards, shard_sizes=shard_sizes, keep_empty_images=keep_empty_images,
         seconds=round(time.time() - start, 1))
     _move_into_place(partial_dir, output_dir, split)
-    _write_json(records.skipped_path(output_dir, split), skipped)
-    _write_json(records.summary_path(output_dir, split), summary)  # last: marks the split finished
+    files.write_json(records.skipped_path(output_dir, split), skipped, indent=1)
+    files.write_json(records.summary_path(output_dir, split), summary, indent=1)  # last: marks the split finished
   finally:
     shutil.rmtree(partial_dir, ignore_errors=True)
   if verbose:

@@ -1,6 +1,6 @@
 """A synthetic detection dataset in the COCO 2017 layout: the quickstart's and the tests' data.
 
-Each image (sides drawn from ``image_size``, so aspects vary) has a textured,
+Each image (sides drawn from ``side_range``, so aspects vary) has a textured,
 noisy background (smooth low-saturation colour noise, thin muted lines, pixel
 noise) and 1..max_objects shapes of eight classes. A shape's colour is drawn
 from a palette independently of its class (shapes of one image never share a
@@ -171,16 +171,16 @@ def _write_image(task):
   return dict(id=image_id, file_name=file_name, height=height, width=width), annotations
 
 
-def write_split(output_dir, split, num_images, image_size=(256, 320), seed=0, max_objects=6, num_workers=1,
+def write_split(output_dir, split, num_images, side_range=(256, 320), seed=0, max_objects=6, num_workers=1,
                 verbose=True):
   """Writes <output_dir>/<split>/*.jpg, then annotations/instances_<split>.json; returns the json path.
 
-  split: "train2017" or "val2017"; image_size: (min side, max side) in pixels.
+  split: "train2017" or "val2017"; side_range: (min side, max side) in pixels.
   """
   if split not in _SPLIT_IDS:
     raise ValueError(f"synthetic split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
-  if not 0 < image_size[0] <= image_size[1]:
-    raise ValueError(f"image_size must be (min side, max side) with 0 < min <= max, got {image_size}")
+  if not 0 < side_range[0] <= side_range[1]:
+    raise ValueError(f"side_range must be (min side, max side) with 0 < min <= max, got {side_range}")
   if not 1 <= max_objects <= len(PALETTE):
     raise ValueError(f"max_objects must be in 1..{len(PALETTE)} (one palette colour each), got {max_objects}")
   directory = os.path.join(output_dir, split)
@@ -189,7 +189,7 @@ def write_split(output_dir, split, num_images, image_size=(256, 320), seed=0, ma
   path = os.path.join(output_dir, "annotations", f"instances_{split}.json")
   if os.path.exists(path):
     os.remove(path)  # an interrupted rewrite must not leave the old json over new images
-  tasks = [(seed, _SPLIT_IDS[split], i, directory, tuple(image_size), max_objects) for i in range(num_images)]
+  tasks = [(seed, _SPLIT_IDS[split], i, directory, tuple(side_range), max_objects) for i in range(num_images)]
   bar = progress_lib.Progress(num_images, name=f"synthetic {split}", unit="images",
                               stream=sys.stderr) if verbose else None
   images, annotations = [], []
@@ -211,11 +211,11 @@ def write_split(output_dir, split, num_images, image_size=(256, 320), seed=0, ma
   return path
 
 
-def write_dataset(output_dir, num_train=2000, num_val=200, image_size=(256, 320), seed=0, max_objects=6,
+def write_dataset(output_dir, num_train=2000, num_val=200, side_range=(256, 320), seed=0, max_objects=6,
                   num_workers=1, verbose=True):
   """Writes train2017 and val2017 splits (COCO 2017 layout) under output_dir.
 
   Returns {split: instances json path}. Train and val images differ (split in their seeds).
   """
-  return {split: write_split(output_dir, split, n, image_size, seed, max_objects, num_workers, verbose)
+  return {split: write_split(output_dir, split, n, side_range, seed, max_objects, num_workers, verbose)
           for split, n in (("train2017", num_train), ("val2017", num_val))}

@@ -1,0 +1,101 @@
+"""A training run's records: checkpoints (newest and best by AP), the best AP, TensorBoard summaries.
+
+Checkpoints hold the network, the optimizer and the number of steps run. The last
+``keep`` are kept in ``checkpoints/``, the best by COCO AP in ``best/`` with
+``best/best_ap.txt`` ("<AP> <step>"). TensorBoard summaries of a step are written once
+a checkpoint holds that step (TensorFlow puts each summary in the event file at once,
+flush or not), so after a crash the event files hold no step that the resumed run
+writes again. Only the chief writes into the run directory; other workers of a
+multi-worker run must save too (the save is collective) and do so in a scratch folder.
+"""
+
+import contextlib
+import os
+import shutil
+
+from absl import logging
+import tensorflow as tf
+
+from ssd_tf import distribute
+from ssd_tf import files
+
+
+def _read_best_ap(best_dir):
+  """The AP of the best checkpoint so far (-1 when there is none)."""
+  path = os.path.join(best_dir, "best_ap.txt")
+  if not os.path.exists(path):
+    return -1.0
+  with open(path) as f:
+    return float(f.read().split()[0])
+
+
+class Bookkeeper:
+  """Saves, restores and keeps the best checkpoint of one run; defers summaries to checkpoints."""
+
+  def __init__(self, checkpoint, workdir, strategy, keep):
+    """checkpoint: tf.train.Checkpoint whose ``step`` is the int64 variable of steps run."""
+    self.checkpoint = checkpoint
+    self.workdir = workdir
+    self.strategy = strategy
+    self.is_chief = distribute.is_chief(strategy)
+    self.latest = tf.train.CheckpointManager(checkpoint, self._writable_dir("checkpoints"), max_to_keep=keep)
+    self._best_dir = self._writable_dir("best")
+    self.best = tf.train.CheckpointManager(checkpoint, self._best_dir, max_to_keep=1)
+    self.best_ap = _read_best_ap(self._best_dir)
+    self.writer = (tf.summary.create_file_writer(os.path.join(workdir, "train"))
+                   if self.is_chief else tf.summary.create_noop_writer())
+    self._pending = []  # (step, function writing that step's summaries)
+    self._saved_step = 0  # the step of the newest checkpoint
+
+  def _writable_dir(self, name):
+    """workdir/name on the chief; a per-task scratch dir on other workers."""
+    if self.is_chief:
+      return os.path.join(self.workdir, name)
+    return os.path.join(self.workdir, "tmp", distribute.task_name(self.strategy), name)
+
+  def restore(self):
+    """Restores the newest checkpoint, if any; returns the step it holds (0 if none)."""
+    path = self.latest.latest_checkpoint
+    if path:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+      logging.info("Resumed from %s at step %d", path, int(self.checkpoint.step))
+    self._saved_step = int(self.checkpoint.step)
+    return self._saved_step
+
+  def save(self, step):
+    """Saves the newest checkpoint and writes the summaries it now covers; returns its path."""
+    path = self.latest.save(checkpoint_number=step)
+    self._saved_step = step
+    self._write_summaries()
+    logging.info("Saved checkpoint %s", path)
+    return path
+
+  def keep_if_best(self, ap, step):
+    """Saves to best/ (and records the AP) when ``ap`` beats every earlier evaluation (chief only)."""
+    if ap <= self.best_ap:
+      return
+    self.best_ap = ap
+    self.best.save(checkpoint_number=step)
+    files.write_atomic(os.path.join(self._best_dir, "best_ap.txt"), f"{ap} {step}\n")
+    logging.info("New best AP %.4f at step %d, kept in %s", ap, step, self._best_dir)
+
+  def summarize(self, step, write):
+    """Runs write() (tf.summary calls) at ``step`` once a checkpoint holds that step."""
+    self._pending.append((step, write))
+    self._write_summaries()
+
+  def _write_summaries(self):
+    ready = [(step, write) for step, write in self._pending if step <= self._saved_step]
+    self._pending = self._pending[len(ready):]
+    for step, write in ready:
+      with self.writer.as_default(step=step):
+        write()
+    self.writer.flush()
+
+  def close(self):
+    """Removes this worker's scratch dir, and workdir/tmp once no worker uses it."""
+    if not self.is_chief:
+      scratch_root = os.path.join(self.workdir, "tmp")
+      shutil.rmtree(os.path.join(scratch_root, distribute.task_name(self.strategy)), ignore_errors=True)
+      with contextlib.suppress(OSError):
+        os.rmdir(scratch_root)

@@ -1,0 +1,79 @@
+"""main.py --mode=predict: image files -> detections.json and annotated PNGs.
+
+detections.json: {"images": [{"file", "width", "height", "annotated", "detections": [{"bbox":
+[x, y, w, h] pixels (COCO), "category_id", "name", "score"}]}], "failed": [{"file", "error"}],
+"score_threshold"}.
+"""
+
+import glob
+import os
+import sys
+
+import numpy as np
+
+from ssd_tf import files
+from ssd_tf import visualize
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+def find_images(patterns):
+  """Files, folders (their images, sorted) and glob patterns -> sorted unique paths."""
+  paths = []
+  for pattern in patterns:
+    if os.path.isdir(pattern):
+      paths += [os.path.join(pattern, n) for n in sorted(os.listdir(pattern))
+                if n.lower().endswith(IMAGE_EXTENSIONS)]
+    elif any(ch in pattern for ch in "*?["):
+      paths += sorted(glob.glob(pattern)) or [pattern]  # no match: reported like a missing file
+    else:
+      paths.append(pattern)
+  return list(dict.fromkeys(paths))
+
+
+def _record(path, image, detections, output_path, label_map):
+  """One image's entry of detections.json; draws its detections to output_path."""
+  height, width = image.shape[:2]
+  scale = np.array([width, height, width, height], np.float64)
+  boxes = np.array([d.box for d in detections], np.float64).reshape(-1, 4) / scale  # xyxy, normalized
+  visualize.save_png(output_path, visualize.draw_detections(
+      image, boxes[:, [1, 0, 3, 2]], np.array([d.label for d in detections], int),
+      np.array([d.score for d in detections]), label_map.names()))
+  return dict(file=path, width=width, height=height, annotated=output_path, detections=[
+      dict(bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+           category_id=d.category_id, name=d.name, score=round(d.score, 4))
+      for d in detections for x0, y0, x1, y1 in [d.box]])
+
+
+def predict(detector, patterns, output_dir, score_threshold=0.3):
+  """Detects objects in image files with an ssd_tf.api.Detector; writes to output_dir.
+
+  An unreadable file is reported by name and the other images are still processed.
+  Returns the list of per-image records of detections.json.
+  """
+  from ssd_tf import api  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  paths = find_images(patterns)
+  if not paths:
+    raise FileNotFoundError(f"no images found in {', '.join(patterns)}")
+  os.makedirs(output_dir, exist_ok=True)
+  results, failures, used_stems = [], [], set()
+  for path in paths:
+    try:
+      with open(path, "rb") as f:
+        encoded = f.read()
+      image = api.decode_rgb(encoded)
+      detections = detector.detect(encoded, min_score=score_threshold)
+    except (OSError, ValueError) as error:
+      message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+      print(f"predict: skipping {path}: {message}", file=sys.stderr)
+      failures.append(dict(file=path, error=message))
+      continue
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = f"{stem}.png" if stem not in used_stems else f"{stem}_{len(results)}.png"
+    used_stems.add(stem)
+    results.append(_record(path, image, detections, os.path.join(output_dir, name), detector.label_map))
+  files.write_json(os.path.join(output_dir, "detections.json"),
+                   dict(images=results, failed=failures, score_threshold=score_threshold), indent=1)
+  print(f"predict: {len(results)} images, {sum(len(r['detections']) for r in results)} detections "
+        f"(score >= {score_threshold}), {len(failures)} unreadable; written to {output_dir}", flush=True)
+  return results

@@ -1,0 +1,74 @@
+"""A run directory: what training writes and what eval, predict, export and ssd_tf.load read.
+
+  <workdir>/config.json        the config the run was started with (read by ssd_tf.load)
+  <workdir>/label_map.json     labels 1..C <-> dataset category ids and names
+  <workdir>/checkpoints/       newest checkpoints (ssd_tf.bookkeeping)
+  <workdir>/best/              the checkpoint with the best COCO AP, best_ap.txt
+  <workdir>/train/             TensorBoard summaries
+  <workdir>/metrics.json, detections.json, export/, predictions/
+"""
+
+import json
+import os
+
+import ml_collections
+import tensorflow as tf
+
+from ssd_tf import defaults
+from ssd_tf import files
+from ssd_tf.label_map import LabelMap
+
+
+def config_path(workdir):
+  return os.path.join(workdir, "config.json")
+
+
+def label_map_path(workdir):
+  return os.path.join(workdir, "label_map.json")
+
+
+def init(workdir, config, label_map):
+  """Writes the run's config.json and label_map.json (each atomically)."""
+  os.makedirs(workdir, exist_ok=True)
+  label_map.save(label_map_path(workdir))
+  files.write_atomic(config_path(workdir), config.to_json_best_effort(indent=1))
+
+
+def load_config(workdir):
+  """The ConfigDict saved in <workdir>/config.json (renamed fields upgraded: defaults.upgrade)."""
+  path = config_path(workdir)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a training run directory?")
+  with open(path) as f:
+    try:
+      config = ml_collections.ConfigDict(json.load(f))
+    except ValueError as error:
+      raise ValueError(f"{path}: not a valid config.json ({error})") from None
+  return defaults.upgrade(config, source=path)
+
+
+def load_label_map(workdir):
+  path = label_map_path(workdir)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} a training run directory?")
+  return LabelMap.load(path)
+
+
+def latest_checkpoint(workdir):
+  """Newest checkpoint path in workdir/checkpoints, or a FileNotFoundError naming workdir."""
+  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  if not path:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
+                            "(--mode=train) or point --workdir at a training run")
+  return path
+
+
+def best_or_latest_checkpoint(workdir):
+  """The best-AP checkpoint of workdir when one was kept, else the newest."""
+  return tf.train.latest_checkpoint(os.path.join(workdir, "best")) or latest_checkpoint(workdir)
+
+
+def checkpoint_step(path):
+  """The step a checkpoint path ends with (ckpt-1200 -> 1200), or None."""
+  suffix = path.rsplit("-", 1)[-1]
+  return int(suffix) if suffix.isdigit() else None

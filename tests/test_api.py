@@ -1,0 +1,163 @@
+"""The Python API: ssd_tf.load on a run directory and on its SavedModel, every input kind, the README snippet."""
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import re
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+import ssd_tf
+from ssd_tf import export
+from ssd_tf import run_dir
+from ssd_tf.label_map import LabelMap
+from ssd_tf.ssd import SSD
+
+import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CATEGORY_IDS = (2, 5, 7, 11, 13, 17, 19, 23)  # non-contiguous: the API must map labels back
+
+
+def _image(seed, height, width):
+  return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def _png(array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, "PNG")
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A run directory as training leaves it (config.json, label_map.json, checkpoints/, best/), whose
+  network has biased class logits so that confident detections exist; and its exported SavedModel."""
+  workdir = tmp_path_factory.mktemp("api") / "run"
+  config = tiny_config.get_config()
+  config.postprocess.score_threshold = 0.05
+  label_map = LabelMap([dict(label=i + 1, category_id=c, name=f"thing{c}") for i, c in enumerate(CATEGORY_IDS)])
+  run_dir.init(str(workdir), config, label_map)
+  tf.keras.utils.set_random_seed(3)
+  ssd = SSD(config)
+  for layer in ssd.network.layers:
+    if layer.name.endswith("_logits"):
+      kernel, bias = layer.get_weights()
+      bias = np.tile(np.array([0.0, 3.0, 0.0, 2.0, 0, 0, 0, 0, 0], np.float32), len(bias) // 9)
+      layer.set_weights([kernel * 3.0, bias])
+  ssd.checkpoint().save(str(workdir / "best" / "ckpt"))  # best/ckpt-1: what load picks
+  export_dir = export.export_saved_model(ssd, label_map, run_dir.label_map_path(str(workdir)),
+                                         str(workdir / "export" / "saved_model"))
+  return dict(workdir=workdir, saved_model=pathlib.Path(export_dir), ssd=ssd, label_map=label_map)
+
+
+def _same(a, b, tolerance=1e-3):
+  assert len(a) == len(b) and len(a) > 0
+  for x, y in zip(a, b):
+    assert (x.name, x.category_id, x.label) == (y.name, y.category_id, y.label)
+    assert x.score == pytest.approx(y.score, abs=1e-5)
+    np.testing.assert_allclose(x.box, y.box, atol=tolerance)
+
+
+def test_run_directory_and_saved_model_detect_the_same(run):
+  from_run, from_export = ssd_tf.load(run["workdir"]), ssd_tf.load(run["saved_model"])
+  image = _png(_image(0, 90, 140))
+  _same(from_run.detect(image), from_export.detect(image))
+
+
+def test_detections_are_pixel_boxes_with_names_and_category_ids(run):
+  height, width = 90, 140
+  array = _image(1, height, width)
+  detections = ssd_tf.load(run["workdir"]).detect(array, min_score=0.05)
+  # The same image through the SSD by hand: resize, detect, labels -> category ids, boxes -> pixels.
+  resized = tf.image.resize(array[None].astype(np.float32), [64, 64], antialias=True)
+  reference = {k: v.numpy()[0] for k, v in run["ssd"].detect(resized).items()}
+  keep = reference["scores"][:reference["num_detections"]] >= 0.05
+  assert len(detections) == keep.sum() > 0
+  for d, box, label, score in zip(detections, reference["boxes"][keep], reference["labels"][keep],
+                                  reference["scores"][keep]):
+    assert d.label == label and d.category_id == CATEGORY_IDS[label - 1] and d.name == f"thing{d.category_id}"
+    assert d.score == pytest.approx(float(score), abs=1e-5)
+    ymin, xmin, ymax, xmax = box
+    np.testing.assert_allclose(d.box, [xmin * width, ymin * height, xmax * width, ymax * height], atol=1e-3)
+  assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+
+
+def test_path_bytes_and_array_inputs_agree_and_a_list_is_a_batch(run, tmp_path):
+  detector = ssd_tf.load(run["saved_model"])
+  arrays = [_image(2, 80, 100), _image(3, 150, 120)]
+  path = tmp_path / "one.png"
+  path.write_bytes(_png(arrays[0]))
+  from_path, from_bytes, from_array = (detector.detect(x) for x in (str(path), _png(arrays[0]), arrays[0]))
+  _same(from_path, from_bytes, 0)
+  _same(from_path, from_array, 0)
+  batch = detector.detect([path, arrays[1]])
+  assert len(batch) == 2
+  _same(batch[0], from_path)
+  _same(batch[1], detector.detect(arrays[1]))
+  assert detector.detect([]) == []
+
+
+def test_run_directory_reads_its_own_config_and_best_checkpoint(run, tmp_path):
+  """Another checkpoint in checkpoints/ (newer) does not win over best/; the config comes from config.json."""
+  detector = ssd_tf.load(run["workdir"])
+  assert detector.label_map.entries == run["label_map"].entries
+  config = run_dir.load_config(str(run["workdir"]))
+  assert config.model.image_size == 64 and config.postprocess.score_threshold == 0.05
+  assert run_dir.best_or_latest_checkpoint(str(run["workdir"])).endswith(os.path.join("best", "ckpt-1"))
+
+
+def test_bad_inputs_name_the_problem(run, tmp_path):
+  detector = ssd_tf.load(run["saved_model"])
+  with pytest.raises(ValueError, match="Unknown image file format"):
+    detector.detect(b"not an image")
+  with pytest.raises(ValueError, match=r"image 1 of the list: .*uint8 \[H, W, 3\]"):
+    detector.detect([_image(0, 10, 10), np.zeros((10, 10), np.uint8)])
+  with pytest.raises(FileNotFoundError):
+    detector.detect(str(tmp_path / "missing.jpg"))
+  with pytest.raises(FileNotFoundError, match="no such run directory or SavedModel"):
+    ssd_tf.load(tmp_path / "nothing")
+
+
+def test_old_field_names_in_a_saved_config_still_load(run, tmp_path, caplog):
+  workdir = tmp_path / "old_run"
+  workdir.mkdir()
+  config = json.loads((run["workdir"] / "config.json").read_text())
+  config["anchors"]["steps"] = config["anchors"].pop("strides")
+  config["data"]["synthetic"]["image_size"] = config["data"]["synthetic"].pop("side_range")
+  (workdir / "config.json").write_text(json.dumps(config))
+  with caplog.at_level("WARNING"):
+    loaded = run_dir.load_config(str(workdir))
+  assert list(loaded.data.synthetic.side_range) == [256, 320]  # the value saved under the old name
+  assert "steps" not in loaded.anchors and list(loaded.anchors.strides) == []
+  assert any("anchors.steps is deprecated, renamed anchors.strides" in r.getMessage() for r in caplog.records)
+
+
+def _readme_snippet():
+  """The README's Python API snippet, as written."""
+  text = (REPO / "README.md").read_text()
+  blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+  snippets = [b for b in blocks if "ssd_tf.load(" in b]
+  assert len(snippets) == 1, "the README shows one ssd_tf.load snippet"
+  return snippets[0]
+
+
+def test_readme_snippet_runs_as_written(run, tmp_path, monkeypatch):
+  """In a folder with runs/quickstart (this run) and photo.jpg, the README's snippet prints the detections."""
+  (tmp_path / "runs").mkdir()
+  os.symlink(run["workdir"], tmp_path / "runs" / "quickstart")
+  Image.fromarray(_image(4, 120, 160)).save(tmp_path / "photo.jpg", quality=95)
+  monkeypatch.chdir(tmp_path)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    exec(compile(_readme_snippet(), "README.md", "exec"), {})  # pylint: disable=exec-used
+  lines = printed.getvalue().splitlines()
+  expected = ssd_tf.load(run["workdir"]).detect(str(tmp_path / "photo.jpg"), min_score=0.3)
+  assert len(lines) == len(expected) > 0
+  for line, d in zip(lines, expected):
+    assert line.startswith(f"{d.name} {d.category_id} {d.score}")

@@ -1,0 +1,63 @@
+"""A run trained by the code before the SSD object (commit 34cf7f7) evaluates to the same detections today.
+
+The old code is taken from this repository's history (git archive), trains the tiny config
+and evaluates its checkpoint; today's eval mode evaluates the same checkpoint; the
+detections.json files must agree.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cli_helpers
+
+pytestmark = pytest.mark.e2e
+
+BEFORE_SSD_OBJECT = "34cf7f7361b4f6bb9ef86dc1864a91aa95989a88"  # the last commit whose model, train and runner predate ssd_tf.SSD
+
+
+def _old_checkout(tmp_path):
+  """The repository as of BEFORE_SSD_OBJECT, unpacked in tmp_path/old (skips outside a git clone)."""
+  git = shutil.which("git")
+  inside = git and subprocess.run([git, "-C", str(cli_helpers.REPO), "rev-parse", "--git-dir"],
+                                  capture_output=True).returncode == 0
+  if not inside:
+    pytest.skip("not a git checkout: the old code comes from the repository's history")
+  old = tmp_path / "old"
+  old.mkdir()
+  archive = subprocess.run([git, "-C", str(cli_helpers.REPO), "archive", BEFORE_SSD_OBJECT],
+                           capture_output=True, check=True).stdout
+  subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+  return old
+
+
+def _run(repo, *args):
+  result = subprocess.run([sys.executable, str(repo / "main.py"), *map(str, args)], cwd=repo,
+                          capture_output=True, text=True, timeout=cli_helpers.TIMEOUT)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_checkpoint_from_before_the_ssd_object_gives_the_same_detections(tmp_path_factory, tmp_path):
+  old = _old_checkout(tmp_path)
+  data = cli_helpers.tiny_data(tmp_path_factory)
+  workdir = tmp_path / "run"
+  flags = [f"--config.data.tfrecord_dir={data['tfrecord_dir']}", f"--workdir={workdir}",
+           "--config.postprocess.score_threshold=0.001"]
+  _run(old, "--mode=train", f"--config={old / 'tests' / 'tiny_config.py'}", *flags)
+  _run(old, "--mode=eval", f"--config={old / 'tests' / 'tiny_config.py'}", *flags)
+  before = json.loads((workdir / "detections.json").read_text())
+  os.remove(workdir / "detections.json")
+  _run(cli_helpers.REPO, "--mode=eval", f"--config={cli_helpers.TINY_CONFIG}", *flags)
+  after = json.loads((workdir / "detections.json").read_text())
+
+  assert len(before) == len(after) > 50
+  key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
+  for a, b in zip(sorted(before, key=key), sorted(after, key=key)):
+    assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+    assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+    np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-3)
