@@ -21,11 +21,17 @@ from ssd_tf.data import augment
 
 
 class DetectionModule(tf.Module):
-  """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save."""
+  """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save.
+
+  It tracks the tf.Variables the signatures read, not the Keras model (held by the Detector, which
+  tf.Module does not track): a Keras 3 variable saves as a copy of its tf.Variable, and the session
+  loader (TF Serving, ``saved_model_cli run``) restores the checkpoint into such copies only,
+  leaving the variables the graph reads uninitialized.
+  """
 
   def __init__(self, model, config, label_map, label_map_path):
     super().__init__()
-    self.model = model
+    self.model_variables = [variable.value for variable in model.variables]
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = int(config.model.image_size)
     self._detector = postprocess_lib.Detector(model, config)
