@@ -20,11 +20,17 @@ from ssd_tf import images
 
 
 class DetectionModule(tf.Module):
-  """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save."""
+  """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save.
+
+  It tracks the tf.Variables the signatures read, not the Keras network (held by the SSD, which
+  tf.Module does not track): a Keras 3 variable saves as a copy of its tf.Variable, and the session
+  loader (TF Serving, ``saved_model_cli run``) restores the checkpoint into such copies only,
+  leaving the variables the graph reads uninitialized.
+  """
 
   def __init__(self, ssd, label_map, label_map_path):
     super().__init__()
-    self.model = ssd.network
+    self.network_variables = [variable.value for variable in ssd.network.variables]
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = ssd.image_size
     self._ssd = ssd
@@ -57,12 +63,12 @@ class DetectionModule(tf.Module):
                                                        tf.float32))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-  def serve_encoded(self, images):
-    return self.detect(self.decode_batch(images))
+  def serve_encoded(self, encoded):
+    return self.detect(self.decode_batch(encoded))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-  def serve_images(self, images):
-    return self.detect(self._resize(images))
+  def serve_images(self, pixels):
+    return self.detect(self._resize(pixels))
 
 
 def export_saved_model(ssd, label_map, label_map_path, export_dir):

@@ -1,48 +1,74 @@
-"""SavedModel export: signatures, same detections as in process, clear errors on bad bytes."""
+"""SavedModel export: the same detections through every loader as in process, clear errors on bad bytes.
 
+The loaders: tf.saved_model.load (TF2, in process), and TF Serving's road, the session loader
+(tests/serving_client.py in a fresh process; REST predict bodies mapped onto the signature def)
+and ``saved_model_cli run`` (which loads the same way).
+"""
+
+import base64
+import collections
 import io
 import json
+import os
+import pathlib
+import pickle
 import subprocess
 import sys
 
+import keras
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from ssd_tf import export
 from ssd_tf.label_map import LabelMap
 from ssd_tf.ssd import SSD
 
+import serving_client
 from test_learning import small_config
 
 CATEGORY_IDS = (3, 17, 90)  # non-contiguous dataset ids: the export must map labels back
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+CLIENT = pathlib.Path(__file__).with_name("serving_client.py")
+README = pathlib.Path(__file__).parents[1] / "README.md"
+
+# The in-process DetectionModule, the SavedModel directory and the SavedModel as tf.saved_model.load reads it.
+Exported = collections.namedtuple("Exported", "module path loaded")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("export")
-  config = small_config()
+def _export(tmp, config, precision):
+  """An untrained SSD of config built under the Keras policy `precision`, exported to tmp/saved_model."""
   config.postprocess.score_threshold = 0.2  # an untrained model: keep NMS small
   config.postprocess.max_detections = 20
+  config.train.mixed_precision = "" if precision == "float32" else precision
   label_map = LabelMap([dict(label=i + 1, category_id=c, name=f"class{c}")
                         for i, c in enumerate(CATEGORY_IDS)])
   label_map_path = str(tmp / "label_map.json")
   label_map.save(label_map_path)
-  tf.keras.utils.set_random_seed(1)
-  ssd = SSD(config)
-  # Biased logits so detections exist and differ between classes.
-  for layer in ssd.network.layers:
-    if layer.name.endswith("_logits"):
-      kernel, bias = layer.get_weights()
-      bias = np.tile(np.array([0.0, 2.0, 1.0, 1.5], np.float32), len(bias) // 4)
-      layer.set_weights([kernel, bias])
-  module = export.DetectionModule(ssd, label_map, label_map_path)
-  path = export.export_saved_model(ssd, label_map, label_map_path, str(tmp / "saved_model"))
-  return module, path, config
+  try:
+    tf.keras.utils.set_random_seed(1)
+    ssd = SSD(config)
+    # Biased logits so detections exist and differ between classes.
+    for layer in ssd.network.layers:
+      if layer.name.endswith("_logits"):
+        kernel, bias = layer.get_weights()
+        bias = np.tile(np.array([0.0, 2.0, 1.0, 1.5], np.float32), len(bias) // 4)
+        layer.set_weights([kernel, bias])
+    module = export.DetectionModule(ssd, label_map, label_map_path)
+    path = export.export_saved_model(ssd, label_map, label_map_path, str(tmp / "saved_model"))
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  return Exported(module, path, tf.saved_model.load(path))
 
 
-def _jpeg(array):
+@pytest.fixture(scope="module", params=("float32", "mixed_bfloat16"))
+def exported(request, tmp_path_factory):
+  return _export(tmp_path_factory.mktemp("export"), small_config(), request.param)
+
+
+def _png(array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, "PNG")  # lossless: in-process and served inputs are identical
   return buffer.getvalue()
@@ -50,53 +76,213 @@ def _jpeg(array):
 
 def _images():
   rng = np.random.default_rng(0)
-  return [rng.integers(0, 255, size=shape, dtype=np.uint8) for shape in ((90, 120, 3), (200, 150, 3))]
+  return [rng.integers(0, 255, size=shape, dtype=np.uint8)
+          for shape in ((90, 120, 3), (200, 150, 3), (64, 64, 3))]
 
 
-def test_saved_model_cli_lists_both_signatures(exported):
-  _, path, _ = exported
-  out = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
-                        "--dir", path, "--all"], capture_output=True, text=True, check=True).stdout
-  for name in ("serving_default", "serving_images", "detection_boxes", "detection_scores",
-               "detection_classes", "num_detections"):
-    assert name in out
-  assert "DT_STRING" in out and "DT_UINT8" in out
+def _pixel_batch():
+  """uint8 [2, H, W, 3]: an image and its upside-down copy."""
+  image = _images()[0]
+  return np.stack([image, image[::-1]])
 
 
-def test_reloaded_model_matches_in_process(exported):
-  module, path, _ = exported
-  loaded = tf.saved_model.load(path)
-  encoded = tf.constant([_jpeg(a) for a in _images()])
-  served = loaded.signatures["serving_default"](images=encoded)
-  local = module.serve_encoded(encoded)
-  assert int(tf.reduce_sum(served["num_detections"])) > 0
-  for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
-    np.testing.assert_allclose(served[key].numpy(), local[key].numpy(), atol=1e-4, err_msg=key)
-  assert set(np.unique(served["detection_classes"].numpy())) <= {0.0, *map(float, CATEGORY_IDS)}
-  boxes = served["detection_boxes"].numpy()
-  assert boxes.min() >= 0.0 and boxes.max() <= 1.0
+def _photo():
+  """photo.jpg of the README: a JPEG of a smooth picture."""
+  y, x = np.mgrid[0:120, 0:160]
+  picture = np.stack([y * 2, x * 1.5, (x + y) % 256], axis=-1).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(picture).save(buffer, "JPEG", quality=90)
+  return buffer.getvalue()
+
+
+def _b64(data):
+  return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def _run(args, **kwargs):
+  """subprocess.run; a failure fails the test with the command's stderr."""
+  result = subprocess.run(args, capture_output=True, text=True, **kwargs)
+  assert result.returncode == 0, f"{args} exited with {result.returncode}:\n{result.stderr[-4000:]}"
+  return result
+
+
+def _reference(exported, signature, images):
+  """(tf.saved_model.load outputs, in-process DetectionModule outputs) as numpy dicts."""
+  loaded = exported.loaded.signatures[signature](images=tf.constant(images))
+  serve = exported.module.serve_encoded if signature == "serving_default" else exported.module.serve_images
+  local = serve(tf.constant(images))
+  return ({key: value.numpy() for key, value in loaded.items()},
+          {key: local[key].numpy() for key in OUTPUTS})
+
+
+def _assert_same_detections(actual, expected, what):
+  """Boxes within 1e-4; the same classes, scores and counts."""
+  assert sorted(actual) == sorted(OUTPUTS), what
+  np.testing.assert_allclose(actual["detection_boxes"], expected["detection_boxes"], atol=1e-4, err_msg=what)
+  np.testing.assert_allclose(actual["detection_scores"], expected["detection_scores"], atol=1e-6, err_msg=what)
+  for key in ("detection_classes", "num_detections"):
+    np.testing.assert_array_equal(actual[key], expected[key], err_msg=f"{what}: {key}")
+
+
+def _assert_served_like_in_process(exported, served_outputs, signature, images):
+  """The served outputs equal tf.saved_model.load's and the in-process module's; every image has detections."""
+  loaded, local = _reference(exported, signature, images)
+  _assert_same_detections(served_outputs, loaded, f"{signature}: served vs tf.saved_model.load")
+  _assert_same_detections(served_outputs, local, f"{signature}: served vs in process")
+  assert (served_outputs["num_detections"] > 0).all()
+
+
+def _serve(saved_model_dir, bodies, tmp):
+  """{name: REST predict body} through the session loader in a fresh process: serving_client's results."""
+  requests, results = tmp / "requests.json", tmp / "results.pkl"
+  requests.write_text(json.dumps(bodies))
+  _run([sys.executable, str(CLIENT), saved_model_dir, str(requests), str(results)])
+  with open(results, "rb") as f:
+    return pickle.load(f)
+
+
+def _outputs(results, name):
+  response = results["responses"][name]
+  assert "outputs" in response, f"{name}: {response}"
+  return response["outputs"]
+
+
+def _session_bodies():
+  """REST bodies of the session-loader tests: PNGs of 3 sizes, a uint8 batch, bytes that are not an image."""
+  return {"sizes": {"instances": [_b64(_png(a)) for a in _images()]},
+          "pixels": {"signature_name": "serving_images", "instances": _pixel_batch().tolist()},
+          "not_an_image": {"instances": [_b64(b"this is not an image")]}}
+
+
+@pytest.fixture(scope="module")
+def served(exported, tmp_path_factory):
+  return _serve(exported.path, _session_bodies(), tmp_path_factory.mktemp("served"))
+
+
+def test_session_loader_serving_default_batch_of_sizes(exported, served):
+  """TF Serving's loader restores every variable: bytes of 3 sizes -> the in-process detections."""
+  outputs = _outputs(served, "sizes")
+  _assert_served_like_in_process(exported, outputs, "serving_default", [_png(a) for a in _images()])
+  assert set(np.unique(outputs["detection_classes"])) <= {0.0, *map(float, CATEGORY_IDS)}
+  assert outputs["detection_boxes"].min() >= 0.0 and outputs["detection_boxes"].max() <= 1.0
+
+
+def test_session_loader_serving_images(exported, served):
+  _assert_served_like_in_process(exported, _outputs(served, "pixels"), "serving_images", _pixel_batch())
+
+
+def test_session_loader_rejects_bytes_that_are_not_an_image(served):
+  error_class, message = served["responses"]["not_an_image"]["error"]
+  assert error_class == "InvalidArgumentError" and "Unknown image file format" in message
+
+
+def test_session_loader_finds_label_map_asset(exported, served):
+  assert served["assets"] == ["label_map.json"]
+  with open(export.asset_label_map_path(exported.path)) as f:
+    assert [e["category_id"] for e in json.load(f)] == list(CATEGORY_IDS)
+
+
+# Runs README "Serving"'s commands: curl writes its -d body to bodies.jsonl instead of sending it.
+_README_SHIMS = r"""set -e
+python3() { "$PYTHON" "$@"; }
+saved_model_cli() { "$PYTHON" -m tensorflow.python.tools.saved_model_cli "$@"; }
+curl() {
+  while [ $# -gt 0 ]; do
+    if [ "$1" = -d ]; then
+      case "$2" in @*) cat "${2#@}" ;; *) printf '%s\n' "$2" ;; esac >> bodies.jsonl
+    fi
+    shift
+  done
+}
+"""
+
+
+def _run_readme_serving_commands(saved_model_dir, jpeg, tmp):
+  """Runs README "Serving"'s python3, saved_model_cli and curl lines in tmp, with photo.jpg and
+  runs/quickstart/export/saved_model there: (their stdout, the request bodies curl was given)."""
+  section = README.read_text().split("\n## Serving\n")[1].split("\n## ")[0]
+  commands = [line for line in section.splitlines() if line.startswith(("python3 ", "saved_model_cli ", "curl "))]
+  (tmp / "photo.jpg").write_bytes(jpeg)
+  (tmp / "runs" / "quickstart" / "export").mkdir(parents=True)
+  (tmp / "runs" / "quickstart" / "export" / "saved_model").symlink_to(saved_model_dir)
+  stdout = _run(["bash", "-c", _README_SHIMS + "\n".join(commands)], cwd=tmp,
+                env=dict(os.environ, PYTHON=sys.executable)).stdout
+  return stdout, [json.loads(line) for line in (tmp / "bodies.jsonl").read_text().splitlines() if line]
+
+
+def test_readme_serving_commands(exported, tmp_path):
+  """README's saved_model_cli lines run; its REST bodies, mapped as TF Serving's REST API maps them, fit
+  the signature defs the session loader reads and give the in-process detections."""
+  jpeg = _photo()
+  stdout, bodies = _run_readme_serving_commands(exported.path, jpeg, tmp_path)
+  assert stdout.count("Result for output key") == 2 * len(OUTPUTS)  # both saved_model_cli run lines
+  names = [body.get("signature_name", "serving_default") for body in bodies]
+  assert names == ["serving_default", "serving_images"]
+  results = _serve(exported.path, dict(zip(names, bodies)), tmp_path)
+
+  signatures = {name: meta_graph_pb2.SignatureDef.FromString(s) for name, s in results["signatures"].items()}
+  for name, (dtype, shape) in {"serving_default": (tf.string, [None]),
+                               "serving_images": (tf.uint8, [None, None, None, 3])}.items():
+    assert list(signatures[name].inputs) == ["images"]
+    info = signatures[name].inputs["images"]
+    assert (info.dtype, tf.TensorShape(info.tensor_shape).as_list()) == (dtype.as_datatype_enum, shape)
+    assert sorted(signatures[name].outputs) == sorted(OUTPUTS)
+    assert {o.dtype for o in signatures[name].outputs.values()} == {tf.float32.as_datatype_enum}
+  (encoded,) = serving_client.rest_feed(bodies[0], signatures["serving_default"]).values()
+  assert encoded.tolist() == [jpeg]
+  (pixels,) = serving_client.rest_feed(bodies[1], signatures["serving_images"]).values()
+  np.testing.assert_array_equal(pixels, np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[None])
+  _assert_served_like_in_process(exported, _outputs(results, "serving_default"), "serving_default", [jpeg])
+  _assert_served_like_in_process(exported, _outputs(results, "serving_images"), "serving_images", pixels)
+
+
+def _saved_model_cli_run(saved_model_dir, signature, images, tmp):
+  """`saved_model_cli run` on images saved as .npy: the outputs it writes to --outdir."""
+  np.save(tmp / "images.npy", images)
+  _run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", saved_model_dir,
+        "--tag_set", "serve", "--signature_def", signature, "--inputs", f"images={tmp / 'images.npy'}",
+        "--outdir", str(tmp / "out")])
+  return {key: np.load(tmp / "out" / f"{key}.npy") for key in OUTPUTS}
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "serving_images"])
+def test_saved_model_cli_run(exported, signature, tmp_path):
+  if signature == "serving_default":
+    images = np.array([_png(a) for a in _images()], dtype=object)
+  else:
+    images = _pixel_batch()
+  outputs = _saved_model_cli_run(exported.path, signature, images, tmp_path)
+  _assert_served_like_in_process(exported, outputs, signature, images)
 
 
 def test_uint8_signature_matches_bytes_signature(exported):
-  _, path, _ = exported
-  loaded = tf.saved_model.load(path)
   image = _images()[1]
-  from_bytes = loaded.signatures["serving_default"](images=tf.constant([_jpeg(image)]))
-  from_pixels = loaded.signatures["serving_images"](images=tf.constant(image[None]))
+  from_bytes = exported.loaded.signatures["serving_default"](images=tf.constant([_png(image)]))
+  from_pixels = exported.loaded.signatures["serving_images"](images=tf.constant(image[None]))
   np.testing.assert_allclose(from_bytes["detection_scores"].numpy(),
                              from_pixels["detection_scores"].numpy(), atol=1e-5)
 
 
 def test_label_map_travels_as_asset(exported):
-  _, path, _ = exported
-  with open(export.asset_label_map_path(path)) as f:
-    entries = json.load(f)
-  assert [e["category_id"] for e in entries] == list(CATEGORY_IDS)
-  assert tf.saved_model.load(path).label_map_asset.asset_path.numpy().decode().endswith("label_map.json")
+  asset = exported.loaded.label_map_asset
+  assert asset.asset_path.numpy().decode() == export.asset_label_map_path(exported.path)
 
 
 def test_bytes_that_are_not_an_image_raise_invalid_argument(exported):
-  _, path, _ = exported
-  loaded = tf.saved_model.load(path)
   with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
-    loaded.signatures["serving_default"](images=tf.constant([b"this is not an image"]))
+    exported.loaded.signatures["serving_default"](images=tf.constant([b"this is not an image"]))
+
+
+def test_ssd300_resnet18_served_by_session_loader_and_saved_model_cli(tmp_path):
+  """SSD300-ResNet18 (random weights) in mixed_bfloat16: both TF Serving roads give the in-process detections."""
+  from configs import ssd300_resnet18_coco  # pylint: disable=g-import-not-at-top
+  config = ssd300_resnet18_coco.get_config()
+  config.model.num_classes = len(CATEGORY_IDS)
+  exported = _export(tmp_path, config, "mixed_bfloat16")
+  served = _serve(exported.path, _session_bodies(), tmp_path)
+  _assert_served_like_in_process(exported, _outputs(served, "sizes"), "serving_default",
+                                 [_png(a) for a in _images()])
+  _assert_served_like_in_process(exported, _outputs(served, "pixels"), "serving_images", _pixel_batch())
+  images = np.array([_png(a) for a in _images()], dtype=object)
+  _assert_served_like_in_process(exported, _saved_model_cli_run(exported.path, "serving_default", images, tmp_path),
+                                 "serving_default", images)
