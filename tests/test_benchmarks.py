@@ -1,4 +1,5 @@
-"""Benchmarks: each script end to end at 64 px (its JSON line), FLOPs by hand, the README table from sample lines.
+"""Benchmarks: each script end to end at 64 px (its JSON line), FLOPs by hand, the machine's peak at tiny sizes,
+the README table from sample lines.
 
 The model benchmarks start together (one subprocess each, module fixture, one timed call
 of each function: the first one, untimed, traces) so the file stays well under a minute
@@ -6,6 +7,7 @@ on 2 cores; each test then checks one script's JSON line.
 """
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -15,6 +17,7 @@ import keras
 import pytest
 
 from benchmarks import harness
+from benchmarks import machine
 from benchmarks import peer
 
 REPO = harness.REPO
@@ -122,6 +125,35 @@ def test_forward_flops_by_hand():
   outputs = keras.layers.Dense(5)(keras.layers.Flatten()(features))
   # Conv: 2 x (10*10*4 outputs x 3*3*3 taps) + 400 bias adds; dense: 2 x 400*5 + 5 bias adds.
   assert harness.forward_flops(keras.Model(inputs, outputs), 10) == 21600 + 400 + 4000 + 5
+
+
+def test_peak_flops_match_the_profiler():
+  """machine's FLOP counts against TensorFlow's profiler (harness.forward_flops) on a bias-free layer of each."""
+  def flops(layer, size):
+    inputs = keras.Input((size, size, 3))
+    return harness.forward_flops(keras.Model(inputs, layer(inputs)), size)
+
+  conv = keras.layers.Conv2D(7, 3, padding="same", use_bias=False)
+  assert machine.conv3x3_flops(1, 5, 5, 3, 7) == flops(conv, 5) == 2 * 5 * 5 * 7 * 3 * 3 * 3  # 9450
+  dense = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(11, use_bias=False)])
+  assert machine.matmul_flops(1, 4 * 4 * 3, 11) == flops(dense, 4) == 2 * 48 * 11  # 1056
+  assert machine.matmul_flops(2048, 2048, 2048) == 17_179_869_184  # the default matmul: 17.2 GFLOP
+
+
+def test_measure_peak_at_tiny_sizes():
+  peak = machine.measure_peak(seconds_budget=0.02, matmul_size=16, conv_shape=(1, 6, 6, 4, 5))
+  assert (peak["matmul_shape"], peak["conv3x3_shape"]) == ([16, 16, 16], [1, 6, 6, 4, 5])
+  # 2 FLOPs per multiply-add: 16^3 of the matmul; 6*6 outputs x 5 channels x 3*3*4 taps of the conv.
+  by_hand = dict(matmul=2 * 16**3, conv3x3=2 * 6 * 6 * 5 * 3 * 3 * 4)
+  for kernel, count in by_hand.items():
+    assert peak[f"{kernel}_gflop"] == pytest.approx(count / 1e9, rel=1e-3)
+    for dtype in ("float32", "bfloat16"):
+      seconds, rate = peak[f"{kernel}_{dtype}_s"], peak[f"{kernel}_{dtype}_gflop_per_s"]
+      assert seconds > 0 and rate > 0 and math.isfinite(rate)
+      assert rate == pytest.approx(count / 1e9 / seconds, rel=2e-3)  # both to 4 significant digits
+  assert machine.peak_gflop_per_s(peak, "bfloat16") == max(peak["matmul_bfloat16_gflop_per_s"],
+                                                          peak["conv3x3_bfloat16_gflop_per_s"])
+  assert machine.peak_gflop_per_s(peak, "float16") is None  # not measured
 
 
 def test_peer_model_of_config():
