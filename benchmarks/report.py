@@ -85,13 +85,21 @@ def machine_line(records):
   return text + "."
 
 
+def _gflops(record):
+  """'181 (37% of 484)': achieved GFLOP/s, its fraction of the peak measured in its run; '181 (-)' without one
+  (mixed_float16, or lines from before the peak was measured, whose fraction was of a fixed ceiling)."""
+  text = f"{record['achieved_gflop_per_s']:.0f}"
+  if record.get("peak_fraction") is None:
+    return f"{text} (-)"
+  return f"{text} ({100 * record['peak_fraction']:.0f}% of {record['peak_gflop_per_s']:.0f})"
+
+
 def train_table(records):
-  header = ("model", "batch", "precision", "XLA", "input", "img/s", "step ms", "GFLOP/s (of ceiling)",
+  header = ("model", "batch", "precision", "XLA", "input", "img/s", "step ms", "GFLOP/s (of measured peak)",
             "peer precision", "peer img/s", "vs peer")
   rows = [(model_name(r), r["batch_size"], r["precision"], "on" if r["jit_compile"] else "off", r["input"],
-           f"{r['images_per_s']:.2f}", f"{r['step_ms_median']:.0f}",
-           f"{r['achieved_gflop_per_s']:.0f} ({100 * r['ceiling_fraction']:.0f}% of "
-           f"{r['ceiling_gflop_per_s']:g})", _peer_precision(r), _peer(r, "images_per_s"),
+           f"{r['images_per_s']:.2f}", f"{r['step_ms_median']:.0f}", _gflops(r), _peer_precision(r),
+           _peer(r, "images_per_s"),
            _ratio(r.get("speedup_vs_peer")))
           for r in records]
   return _table(header, rows)

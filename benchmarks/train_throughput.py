@@ -12,8 +12,11 @@ on the host, as in Trainer.fit.
 
 FLOPs: one forward pass of one image is counted by TensorFlow's profiler on the traced
 graph (Conv2D/MatMul at 2 per multiply-add); a training step is taken as 3x the forward
-pass (backward ~ 2x forward). Achieved GFLOP/s and its fraction of --ceiling_gflops
-(what this CPU sustains in TensorFlow convolutions, issue #6) are reported.
+pass (backward ~ 2x forward). Achieved GFLOP/s is reported with its fraction of the machine's
+peak, measured in the same run right after the steps (machine.measure_peak: a large matmul and a
+3x3 convolution in float32 and bfloat16, --peak_seconds in all; "peak" in the JSON line): the peak
+of the step's compute dtype, float32 or bfloat16 (the max of its matmul and conv figures; none
+measured for mixed_float16's float16, whose fraction is null).
 
 --breakdown times the parts of a step separately, each as its own tf.function (XLA as the
 step) on the same batch: forward only, forward + loss + backward (targets given), matching,
@@ -50,7 +53,7 @@ _TIMING = harness.define_timing_flags(
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 _INPUT = flags.DEFINE_enum("input", "cached", ("cached", "pipeline"), "Where batches come from.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the parts of a step separately.")
-_CEILING = flags.DEFINE_float("ceiling_gflops", 140.0, "GFLOP/s the CPU sustains in TF convolutions.")
+_PEAK_SECONDS = flags.DEFINE_float("peak_seconds", 2.0, "Seconds of timed calls measuring the machine's peak.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch.")
 flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
@@ -108,9 +111,10 @@ def step_parts(trainer, batch):
               optimizer_update=lambda: update(gradients))
 
 
-def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, ceiling_gflops, seed):
-  """Times Trainer's step; returns (JSON fields, whether the step was XLA-compiled)."""
+def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, peak_seconds, seed):
+  """Times Trainer's step, then the machine's peak; returns (JSON fields, whether the step was XLA-compiled)."""
   import math  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
   from ssd_tf import distribute  # pylint: disable=g-import-not-at-top
   from ssd_tf import train  # pylint: disable=g-import-not-at-top
 
@@ -125,15 +129,19 @@ def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, cei
       lambda: losses.append(float(trainer.train_step(iterator)["loss"])),
       warmup, steps)
   step = harness.timing(times, config.train.batch_size)
-  forward_gflop = harness.forward_flops(trainer.ssd.network, config.model.image_size) / 1e9
+  forward_gflop = harness.forward_flops(trainer.ssd.network, trainer.ssd.image_size) / 1e9
   achieved = 3 * forward_gflop * step["images_per_s"]
+  peak = machine.measure_peak(peak_seconds)
+  peak_dtype = keras.mixed_precision.global_policy().compute_dtype  # SSD set it from the config
+  peak_gflop = machine.peak_gflop_per_s(peak, peak_dtype)
   result = dict(
-      **harness.model_facts(trainer.ssd), images_per_s=step["images_per_s"], step_ms_median=step["ms_median"], step_ms_mean=step["ms_mean"],
+      **harness.model_facts(trainer.ssd), images_per_s=step["images_per_s"],
+      step_ms_median=step["ms_median"], step_ms_mean=step["ms_mean"],
       loss_first_timed=round(losses[warmup], 4), loss_last=round(losses[-1], 4),
       finite=all(math.isfinite(value) for value in losses),
       forward_gflop_per_image=round(forward_gflop, 3), train_gflop_per_image=round(3 * forward_gflop, 3),
-      achieved_gflop_per_s=round(achieved, 2), ceiling_gflop_per_s=ceiling_gflops,
-      ceiling_fraction=round(achieved / ceiling_gflops, 3),
+      achieved_gflop_per_s=round(achieved, 2), peak=peak, peak_dtype=peak_dtype, peak_gflop_per_s=peak_gflop,
+      peak_fraction=None if peak_gflop is None else round(achieved / peak_gflop, 3),
       flops_method="tf.compat.v1.profiler float_operation on the batch-1 inference graph (2 per "
                    "multiply-add); training = 3x forward")
   if breakdown:
@@ -151,7 +159,7 @@ def main(argv):
       peer.ssd_model(config)  # no peer model for this config: say so before measuring
     with tempfile.TemporaryDirectory() as workdir:
       ours, xla = measure(config, workdir, _INPUT.value, _MODEL.coco_dir.value, _TIMING.warmup.value,
-                          _TIMING.steps.value, _BREAKDOWN.value, _CEILING.value, _SEED.value)
+                          _TIMING.steps.value, _BREAKDOWN.value, _PEAK_SECONDS.value, _SEED.value)
     report = dict(bench="ssd_tf_train", batch_size=config.train.batch_size,
                   precision=_MODEL.precision.value, jit_compile=xla, input=_INPUT.value,
                   warmup=_TIMING.warmup.value, steps=_TIMING.steps.value, **ours, machine=machine.facts(xla))
