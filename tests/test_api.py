@@ -6,6 +6,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -158,6 +161,39 @@ def test_readme_snippet_runs_as_written(run, tmp_path, monkeypatch):
     exec(compile(_readme_snippet(), "README.md", "exec"), {})  # pylint: disable=exec-used
   lines = printed.getvalue().splitlines()
   expected = ssd_tf.load(run["workdir"]).detect(str(tmp_path / "photo.jpg"), min_score=0.3)
+  assert len(lines) == len(expected) > 0
+  for line, d in zip(lines, expected):
+    assert line.startswith(f"{d.name} {d.category_id} {d.score}")
+
+
+@pytest.mark.e2e
+def test_pip_installed_package_runs_the_readme_snippet_from_another_folder(run, tmp_path):
+  """pip builds and installs the package; the README snippet runs on it in a fresh process, away from
+  the checkout, and prints what the in-process API finds."""
+  wheels, site, folder = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+  def pip(*args):
+    result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+  source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to pyproject.toml
+  shutil.copytree(REPO / "ssd_tf", source / "ssd_tf", ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, source / name)
+  pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source))
+  wheel, = wheels.glob("ssd_tf-*.whl")
+  pip("install", "--no-deps", "--target", str(site), str(wheel))
+  (folder / "runs").mkdir(parents=True)
+  os.symlink(run["workdir"], folder / "runs" / "quickstart")
+  Image.fromarray(_image(5, 120, 160)).save(folder / "photo.jpg", quality=95)
+  script = "import ssd_tf; print(ssd_tf.__file__)\n" + _readme_snippet()
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+  result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  module_file, *lines = result.stdout.splitlines()
+  assert pathlib.Path(module_file).parent == site / "ssd_tf"
+  expected = ssd_tf.load(run["workdir"]).detect(str(folder / "photo.jpg"), min_score=0.3)
   assert len(lines) == len(expected) > 0
   for line, d in zip(lines, expected):
     assert line.startswith(f"{d.name} {d.category_id} {d.score}")
