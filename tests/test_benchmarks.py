@@ -63,6 +63,7 @@ def _check_timing(row, batch_size):
   assert row["images_per_s"] == pytest.approx(1e3 * batch_size / row["ms_mean"], rel=1e-2)
 
 
+@pytest.mark.e2e
 def test_train_throughput(outputs):
   r = outputs["train"]
   _check_machine(r, xla=False)
@@ -87,6 +88,7 @@ def test_train_throughput(outputs):
   assert r["breakdown_share_of_step"]["forward"] == pytest.approx(share, abs=2e-3)
 
 
+@pytest.mark.e2e
 def test_inference(outputs):
   r = outputs["inference"]
   _check_machine(r, xla=False)
@@ -102,6 +104,7 @@ def test_inference(outputs):
     assert row["detections_per_image"] == 20  # tiny_config's postprocess.max_detections
 
 
+@pytest.mark.e2e
 def test_eval_speed(outputs):
   r = outputs["eval"]
   _check_machine(r, xla=False)
@@ -114,6 +117,7 @@ def test_eval_speed(outputs):
   assert r["warm"]["images_per_s"] == r["rounds"][1]["images_per_s"]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_input_pipeline_reports_machine_facts(coco_tiny_dir):
   process = _start("input_pipeline.py", "--coco_dir", str(coco_tiny_dir), "--image_size=64", "--batch=4",
@@ -167,6 +171,7 @@ def test_peer_model_of_config():
     peer.ssd_model(ssd512_resnet50_coco.get_config())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision, script", [("float32", ["torch_ssd_bench.py"]),
                                                ("mixed_bfloat16", ["peer_autocast.py", "bfloat16"])])
 def test_peer_command_runs_autocast_for_mixed_precision(tmp_path, precision, script):
@@ -207,6 +212,7 @@ SAMPLE = [
 ]
 
 
+@pytest.mark.e2e
 def test_report_renders_tables(tmp_path):
   path = tmp_path / "results.jsonl"
   path.write_text("some log line\n" + "\n".join(json.dumps(r) for r in SAMPLE) + "\n")
@@ -225,6 +231,7 @@ def test_report_renders_tables(tmp_path):
   assert "input_pipeline" not in text  # no such records, no such table
 
 
+@pytest.mark.e2e
 def test_report_without_records_is_an_error(tmp_path):
   path = tmp_path / "empty.jsonl"
   path.write_text("not json\n")

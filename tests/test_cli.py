@@ -12,6 +12,8 @@ from ssd_tf.data import synthetic
 import cli_helpers
 from cli_helpers import run_cli
 
+pytestmark = pytest.mark.e2e  # main.py / export_savedmodel.py in subprocesses
+
 TABLE_HEADER = "| Backbone | AP@IOU 0.50:0.95 | AP@IOU 0.50 | AP@IOU 0.75 |"
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from ssd_tf import progress as progress_lib
+from ssd_tf import progress
 from ssd_tf.data import coco
 from ssd_tf.data import pipeline
 from ssd_tf.data import prepare
@@ -220,7 +220,7 @@ def test_clean_boxes_rules():
 def test_progress_line_rate_and_eta():
   now = [100.0]
   stream = io.StringIO()
-  bar = progress_lib.Progress(10, name="prepare", unit="images", every_s=3.0, stream=stream,
+  bar = progress.Progress(10, name="prepare", unit="images", every_s=3.0, stream=stream,
                               clock=lambda: now[0])
   for _ in range(5):
     now[0] += 1.0
@@ -230,4 +230,4 @@ def test_progress_line_rate_and_eta():
   assert stream.getvalue().splitlines() == ["prepare: 3/10 images, 1.0 images/s, elapsed 0:03, ETA 0:07"]
   bar.close()
   assert stream.getvalue().splitlines()[-1].startswith("prepare: 5/10 images")
-  assert progress_lib.format_duration(3725) == "1:02:05"
+  assert progress.format_duration(3725) == "1:02:05"

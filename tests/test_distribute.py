@@ -216,6 +216,7 @@ def _load_weights(path):
           for part in ("initial", "final")}
 
 
+@pytest.mark.e2e
 def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
   workdir = tmp_path / "run"
   outputs = [tmp_path / f"worker_{i}.npz" for i in range(2)]
@@ -248,6 +249,7 @@ def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
             "0.0001 (base 0.0001)") in text, report
 
 
+@pytest.mark.e2e
 def test_a_failing_or_hanging_worker_ends_the_run(tmp_path):
   """Worker 1 fails at once while worker 0 waits (as for a collective): both end, no stray process."""
   script = ("import json, os, sys, time\n"

@@ -159,6 +159,7 @@ def served(exported, tmp_path_factory):
   return _serve(exported.path, _session_bodies(), tmp_path_factory.mktemp("served"))
 
 
+@pytest.mark.e2e
 def test_session_loader_serving_default_batch_of_sizes(exported, served):
   """TF Serving's loader restores every variable: bytes of 3 sizes -> the in-process detections."""
   outputs = _outputs(served, "sizes")
@@ -167,15 +168,18 @@ def test_session_loader_serving_default_batch_of_sizes(exported, served):
   assert outputs["detection_boxes"].min() >= 0.0 and outputs["detection_boxes"].max() <= 1.0
 
 
+@pytest.mark.e2e
 def test_session_loader_serving_images(exported, served):
   _assert_served_like_in_process(exported, _outputs(served, "pixels"), "serving_images", _pixel_batch())
 
 
+@pytest.mark.e2e
 def test_session_loader_rejects_bytes_that_are_not_an_image(served):
   error_class, message = served["responses"]["not_an_image"]["error"]
   assert error_class == "InvalidArgumentError" and "Unknown image file format" in message
 
 
+@pytest.mark.e2e
 def test_session_loader_finds_label_map_asset(exported, served):
   assert served["assets"] == ["label_map.json"]
   with open(export.asset_label_map_path(exported.path)) as f:
@@ -210,6 +214,7 @@ def _run_readme_serving_commands(saved_model_dir, jpeg, tmp):
   return stdout, [json.loads(line) for line in (tmp / "bodies.jsonl").read_text().splitlines() if line]
 
 
+@pytest.mark.e2e
 def test_readme_serving_commands(exported, tmp_path):
   """README's saved_model_cli lines run; its REST bodies, mapped as TF Serving's REST API maps them, fit
   the signature defs the session loader reads and give the in-process detections."""
@@ -245,6 +250,7 @@ def _saved_model_cli_run(saved_model_dir, signature, images, tmp):
   return {key: np.load(tmp / "out" / f"{key}.npy") for key in OUTPUTS}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signature", ["serving_default", "serving_images"])
 def test_saved_model_cli_run(exported, signature, tmp_path):
   if signature == "serving_default":
@@ -273,6 +279,7 @@ def test_bytes_that_are_not_an_image_raise_invalid_argument(exported):
     exported.loaded.signatures["serving_default"](images=tf.constant([b"this is not an image"]))
 
 
+@pytest.mark.e2e
 def test_ssd300_resnet18_served_by_session_loader_and_saved_model_cli(tmp_path):
   """SSD300-ResNet18 (random weights) in mixed_bfloat16: both TF Serving roads give the in-process detections."""
   from configs import ssd300_resnet18_coco  # pylint: disable=g-import-not-at-top

@@ -14,6 +14,8 @@ from ssd_tf.label_map import LabelMap
 import cli_helpers
 from cli_helpers import run_cli
 
+pytestmark = pytest.mark.e2e  # main.py / export_savedmodel.py in subprocesses
+
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):

@@ -18,6 +18,8 @@ import tensorflow as tf
 
 import cli_helpers
 
+pytestmark = pytest.mark.e2e  # main.py / export_savedmodel.py in subprocesses
+
 STEPS, CHECKPOINT_EVERY, KILL_AFTER_STEP = 16, 8, 10
 # "step 9/16  loss 20.3701 (loc 5.4412, cls 13.7757)  lr ..." (train.Trainer._log_step)
 _STEP_LOG = re.compile(r"\] step (\d+)/\d+  (loss \S+ \(loc \S+ cls \S+\))")

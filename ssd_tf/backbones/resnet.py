@@ -20,7 +20,7 @@ import functools
 
 import keras
 
-from ssd_tf import batch_norm as batch_norm_lib
+from ssd_tf import batch_norm
 from ssd_tf.backbones import layers
 
 # Blocks per stage conv2, conv3, conv4 (conv5 is not used by SSD).
@@ -34,40 +34,40 @@ def _is_bottleneck(depth):
   return depth >= 50
 
 
-def _shortcut(x, channels, stride, name, conv, batch_norm):
+def _shortcut(x, channels, stride, name, conv, norm):
   if stride == 1 and x.shape[-1] == channels:
     return x
   x = conv(channels, 1, strides=stride, name=f"{name}_0_conv")(x)
-  return batch_norm(name=f"{name}_0_bn")(x)
+  return norm(name=f"{name}_0_bn")(x)
 
 
-def _basic_block(x, width, stride, name, conv, batch_norm):
+def _basic_block(x, width, stride, name, conv, norm):
   """torchvision BasicBlock: 3x3 (stride) -> 3x3, output ``width`` channels."""
-  shortcut = _shortcut(x, width, stride, name, conv, batch_norm)
+  shortcut = _shortcut(x, width, stride, name, conv, norm)
   if stride == 1:
     y = conv(width, 3, padding="same", name=f"{name}_1_conv")(x)
   else:  # torch pads 1 on every side; Keras' "same" would pad only bottom/right on even sizes
     y = keras.layers.ZeroPadding2D(1, name=f"{name}_1_pad")(x)
     y = conv(width, 3, strides=stride, name=f"{name}_1_conv")(y)
-  y = batch_norm(name=f"{name}_1_bn")(y)
+  y = norm(name=f"{name}_1_bn")(y)
   y = keras.layers.Activation("relu", name=f"{name}_1_relu")(y)
   y = conv(width, 3, padding="same", name=f"{name}_2_conv")(y)
-  y = batch_norm(name=f"{name}_2_bn")(y)
+  y = norm(name=f"{name}_2_bn")(y)
   y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
   return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _bottleneck_block(x, width, stride, name, conv, batch_norm):
+def _bottleneck_block(x, width, stride, name, conv, norm):
   """keras.applications ResNet v1 block: 1x1 (stride) -> 3x3 -> 1x1, output 4 * ``width`` channels."""
-  shortcut = _shortcut(x, 4 * width, stride, name, conv, batch_norm)
+  shortcut = _shortcut(x, 4 * width, stride, name, conv, norm)
   y = conv(width, 1, strides=stride, name=f"{name}_1_conv")(x)
-  y = batch_norm(name=f"{name}_1_bn")(y)
+  y = norm(name=f"{name}_1_bn")(y)
   y = keras.layers.Activation("relu", name=f"{name}_1_relu")(y)
   y = conv(width, 3, padding="same", name=f"{name}_2_conv")(y)
-  y = batch_norm(name=f"{name}_2_bn")(y)
+  y = norm(name=f"{name}_2_bn")(y)
   y = keras.layers.Activation("relu", name=f"{name}_2_relu")(y)
   y = conv(4 * width, 1, name=f"{name}_3_conv")(y)
-  y = batch_norm(name=f"{name}_3_bn")(y)
+  y = norm(name=f"{name}_3_bn")(y)
   y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
   return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -91,14 +91,14 @@ def build_resnet(depth, taps=("conv4",), conv4_stride=None, batchnorm_momentum=0
     conv4_stride = 1 if taps == ("conv4",) else 2
   bottleneck = _is_bottleneck(depth)
   conv = functools.partial(keras.layers.Conv2D, use_bias=bottleneck, kernel_initializer=layers.CONV_INIT)
-  batch_norm = functools.partial(batch_norm_lib.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
-                                 momentum=batchnorm_momentum, synchronized=batchnorm_synchronized)
+  norm = functools.partial(batch_norm.BatchNormalization, epsilon=1.001e-5 if bottleneck else 1e-5,
+                         momentum=batchnorm_momentum, synchronized=batchnorm_synchronized)
   block = _bottleneck_block if bottleneck else _basic_block
 
   images = keras.Input((None, None, 3), name="normalized_images")
   x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(images)
   x = conv(64, 7, strides=2, name="conv1_conv")(x)
-  x = batch_norm(name="conv1_bn")(x)
+  x = norm(name="conv1_bn")(x)
   x = keras.layers.Activation("relu", name="conv1_relu")(x)
   x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # zeros are safe: inputs are post-ReLU
   x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -106,7 +106,7 @@ def build_resnet(depth, taps=("conv4",), conv4_stride=None, batchnorm_momentum=0
   for stage, (blocks, width, stride) in enumerate(zip(BLOCKS[depth], _STAGE_WIDTHS, (1, 2, conv4_stride)),
                                                   start=2):
     for i in range(blocks):
-      x = block(x, width, stride if i == 0 else 1, f"conv{stage}_block{i + 1}", conv, batch_norm)
+      x = block(x, width, stride if i == 0 else 1, f"conv{stage}_block{i + 1}", conv, norm)
     if f"conv{stage}" in taps:
       outputs.append(x)
   return keras.Model(images, outputs, name=f"resnet{depth}")

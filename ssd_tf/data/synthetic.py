@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from ssd_tf import progress as progress_lib
+from ssd_tf import progress
 from ssd_tf.data import parallel
 
 CLASSES = ("circle", "ring", "square", "frame", "triangle", "star", "cross", "diamond")
@@ -190,7 +190,7 @@ def write_split(output_dir, split, num_images, side_range=(256, 320), seed=0, ma
   if os.path.exists(path):
     os.remove(path)  # an interrupted rewrite must not leave the old json over new images
   tasks = [(seed, _SPLIT_IDS[split], i, directory, tuple(side_range), max_objects) for i in range(num_images)]
-  bar = progress_lib.Progress(num_images, name=f"synthetic {split}", unit="images",
+  bar = progress.Progress(num_images, name=f"synthetic {split}", unit="images",
                               stream=sys.stderr) if verbose else None
   images, annotations = [], []
   for info, anns in parallel.ordered_map(_write_image, tasks, num_workers):
