@@ -145,7 +145,7 @@ class Trainer:
     """Trains to config.train.steps from wherever the checkpoints left off.
 
     evaluate_fn(ssd, step) -> metrics dict with "AP" (and optionally "images": uint8
-    [K,H,W,3] drawings) is called every eval.every_steps (0: never) and at the end.
+    [K,H,W,3] drawings) is called every eval.every_steps (0: only at the end) and at the end.
     Returns the last losses as floats.
     """
     cfg = self.config.train

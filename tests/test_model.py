@@ -154,6 +154,16 @@ def test_every_trainable_variable_gets_a_gradient():
     assert grad is not None and np.all(np.isfinite(grad)) and np.abs(grad).max() > 0.0, variable.path
 
 
+def test_default_boxes_come_from_the_built_network_when_a_config_leaves_the_sizes_out():
+  """SSD300-ResNet18 states the paper's sizes; left out, the network's give the same 8732 boxes."""
+  stated = _load_config(REPO / "configs" / "ssd300_resnet18_coco.py")
+  derived = _load_config(REPO / "configs" / "ssd300_resnet18_coco.py")
+  derived.anchors.feature_map_sizes = ()
+  a, b = SSD(stated), SSD(derived)
+  assert b.feature_map_sizes == [38, 19, 10, 5, 3, 1]
+  np.testing.assert_array_equal(a.default_boxes.numpy(), b.default_boxes.numpy())
+
+
 def test_level_count_mismatch_is_explained():
   config = _small_config()
   config.model.extra_layers = config.model.extra_layers[:-1]

@@ -1,4 +1,4 @@
-"""A non-finite loss or weights stop Trainer.fit with an error naming the step; no bad checkpoint."""
+"""Trainer.fit: when it evaluates; a non-finite loss or weights stop it with an error naming the step, no bad checkpoint."""
 
 import numpy as np
 import pytest
@@ -61,3 +61,14 @@ def test_save_refuses_non_finite_weights(tmp_path):
   with pytest.raises(FloatingPointError, match="non-finite weights after step 7; checkpoint not written"):
     trainer.save(7)
   assert not (tmp_path / "checkpoints").exists() or _checkpoint_steps(tmp_path) == []
+
+
+@pytest.mark.parametrize("every_steps, evaluated_at", [(0, [4]), (2, [2, 4]), (3, [3, 4])])
+def test_eval_every_steps_and_always_at_the_end(tmp_path, every_steps, evaluated_at):
+  trainer = _trainer(tmp_path, train_helpers.fixed_batches(4), steps=4)
+  trainer.config.eval.every_steps = every_steps
+  steps = []
+  trainer.fit(lambda ssd, step: steps.append(step) or {"AP": 0.1 * step})
+  assert steps == evaluated_at
+  assert (tmp_path / "best" / "best_ap.txt").read_text().split() == [str(0.1 * 4), "4"]  # the best AP: step 4's
+  assert (tmp_path / "best" / "ckpt-4.index").exists()
