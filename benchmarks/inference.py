@@ -1,4 +1,4 @@
-r"""Inference speed of the exported SavedModel and of the in-process Detector, printed as one JSON line.
+r"""Inference speed of the exported SavedModel and of the in-process SSD.detect, printed as one JSON line.
 
 Exports the SSD of --config (random weights, or --checkpoint) with ssd_tf.export to a
 temporary SavedModel at --score_threshold, loads it, and times on real JPEGs (the first
@@ -20,7 +20,7 @@ nms_candidates_per_image counts the (box, class) scores above the threshold, whi
 what NMS sorts. NB: with random weights every softmax score is near 1/(C+1) > 0.01, so
 nearly every candidate passes: a worst case, as for the peer.
 
---peer_python runs torchvision's SSD of the same design (../shared/peer/torch_ssd_bench.py
+--peer_python runs torchvision's SSD of the same design ($PEER_DIR/torch_ssd_bench.py
 --mode infer, on random tensors, its own transform + network + postprocess) right after.
 
   python benchmarks/inference.py --config=configs/ssd300_resnet18_coco.py \

@@ -5,7 +5,7 @@ temporary folder, then times ssd_tf.data.pipeline.train_dataset (interleave, shu
 photometric distortion, expand, IoU crop, flip, resize, pad, batch, prefetch; endless) at
 --image_size after --warmup batches, in --rounds rounds of --batches batches (the median is
 reported). The same images repeat, as in the peer's epochs. With --peer_python, torchvision's SSD
-transforms (../shared/peer/torch_pipeline_bench.py, 2 DataLoader workers) run right after, in the
+transforms ($PEER_DIR/torch_pipeline_bench.py, 2 DataLoader workers) run right after, in the
 same sitting, and the ratio is reported.
 
   python benchmarks/input_pipeline.py --peer_python=/tmp/peer/venv/bin/python

@@ -1,10 +1,16 @@
-"""Running the torchvision peer (../shared/peer/, its own venv) from a benchmark, in the same sitting."""
+"""Running the torchvision peer (its own venv and scripts, outside this repository) from a benchmark.
+
+The peer's scripts (torch_ssd_bench.py, torch_pipeline_bench.py) live in $PEER_DIR, by default
+the team's peer folder beside the checkout; --peer_python is the python of its torch venv.
+"""
 
 import json
+import os
 import pathlib
 import subprocess
 
-PEER_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "peer"
+PEER_DIR = pathlib.Path(os.environ.get(
+    "PEER_DIR", pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "peer"))
 
 # (backbone, image size) -> the peer's model of the same design (its README).
 SSD_MODELS = {("vgg16", 300): "ssd300_vgg16", ("resnet18", 300): "ssd300_resnet18",

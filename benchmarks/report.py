@@ -107,7 +107,7 @@ def train_table(records):
 
 def inference_table(records):
   header = ("model", "weights", "score threshold", "precision", "batch B", "SavedModel batch-1 ms",
-            "SavedModel img/s (B)", "Detector batch-1 ms", "Detector img/s (B)", "pre / net / post ms (B)",
+            "SavedModel img/s (B)", "SSD.detect batch-1 ms", "SSD.detect img/s (B)", "pre / net / post ms (B)",
             "post share (B)", "NMS candidates/img", "peer precision", "peer batch-1 ms", "peer img/s (B)", "vs peer img/s (B)",
             "vs peer batch-1 latency")
   rows = []

@@ -22,7 +22,7 @@ measured for mixed_float16's float16, whose fraction is null).
 step) on the same batch: forward only, forward + loss + backward (targets given), matching,
 matching + loss (model outputs given), optimizer update (gradients given).
 
---peer_python runs torchvision's SSD of the same design (../shared/peer/torch_ssd_bench.py
+--peer_python runs torchvision's SSD of the same design ($PEER_DIR/torch_ssd_bench.py
 --mode train, same batch size and number of classes) right after and reports the ratio.
 
   python benchmarks/train_throughput.py --config=configs/ssd300_resnet50_coco.py --jit_compile \
