@@ -36,7 +36,7 @@ def get_config():
   config.data.augment.crop_prob = 0.0
 
   config.train.batch_size = 16
-  config.train.steps = 1200  # ~8 min of training on 2 CPU cores with native bfloat16 (README)
+  config.train.steps = 1200  # 4.5 min of training on 2 cores with AMX bfloat16, 8 min on Zen 4 (README)
   config.train.base_learning_rate = 0.05
   config.train.scale_lr_with_batch = False
   config.train.warmup_steps = 50

@@ -7,6 +7,7 @@ and ``saved_model_cli run`` (which loads the same way).
 
 import base64
 import collections
+import importlib
 import io
 import json
 import os
@@ -280,12 +281,14 @@ def test_bytes_that_are_not_an_image_raise_invalid_argument(exported):
 
 
 @pytest.mark.e2e
-def test_ssd300_resnet18_served_by_session_loader_and_saved_model_cli(tmp_path):
-  """SSD300-ResNet18 (random weights) in mixed_bfloat16: both TF Serving roads give the in-process detections."""
-  from configs import ssd300_resnet18_coco  # pylint: disable=g-import-not-at-top
-  config = ssd300_resnet18_coco.get_config()
+@pytest.mark.parametrize("config_name, precision", [("quickstart", "float32"), ("quickstart", "mixed_bfloat16"),
+                                                    ("ssd300_resnet18_coco", "mixed_bfloat16")])
+def test_shipped_models_served_by_session_loader_and_saved_model_cli(tmp_path, config_name, precision):
+  """The quickstart's SSD192 and SSD300-ResNet18 (random weights): both TF Serving roads give the
+  in-process detections."""
+  config = importlib.import_module(f"configs.{config_name}").get_config()
   config.model.num_classes = len(CATEGORY_IDS)
-  exported = _export(tmp_path, config, "mixed_bfloat16")
+  exported = _export(tmp_path, config, precision)
   served = _serve(exported.path, _session_bodies(), tmp_path)
   _assert_served_like_in_process(exported, _outputs(served, "sizes"), "serving_default",
                                  [_png(a) for a in _images()])

@@ -7,7 +7,7 @@ Slow (about 2.5 minutes on 2 CPU cores), so out of the default run:
 A smaller synthetic dataset (800 train / 100 val images) and 300 steps instead of
 1200. The AP50 floor asks for real learning: after 60 steps the model scores AP50
 below 0.01, so a chain whose boxes, labels or matches do not line up with the
-images stays far below it; its runs reached AP50 0.58 and 0.49 (2 min 32 s), and the full
+images stays far below it; its runs reached AP50 0.58 and 0.49 (2 min 32 s on a Zen 4 EPYC), and the full
 quickstart reaches 0.9 (README, "Quickstart").
 """
 
