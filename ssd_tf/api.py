@@ -38,25 +38,39 @@ class Detection:
   box: tuple
 
 
-def decode_rgb(encoded):
-  """Encoded image bytes -> uint8 [H, W, 3] RGB numpy array (images.decode); ValueError if not an image."""
+def _message(error):
+  """An InvalidArgumentError's message without TensorFlow's node names and op tags."""
+  text = re.sub(r"\{\{.*?\}\}|\[Op:[\w<>]+\]|\n\t.*", "", error.message)
+  text = re.sub(r"^.*assertion failed: \[(.*)\]\s*$", r"\1", text.strip(), flags=re.S)  # in a graph
+  return re.sub(r"^Expected .* Summarized data: b'(.*)'$", r"\1", text, flags=re.S).strip()  # eager
+
+
+def decode_rgb(encoded, max_pixels=0):
+  """Encoded image bytes -> uint8 [H, W, 3] RGB numpy array (images.decode); ValueError if not an image
+  or (max_pixels > 0) if its header declares more pixels."""
   try:
-    return images.decode(encoded).numpy()
-  except tf.errors.InvalidArgumentError as error:  # the message without TensorFlow's op names
-    raise ValueError(re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", error.message).strip()) from None
+    return images.decode(encoded, max_pixels).numpy()
+  except tf.errors.InvalidArgumentError as error:
+    raise ValueError(_message(error)) from None
 
 
 def _encoded(image):
   """A path, encoded bytes or a uint8 [H, W, 3] array -> (encoded bytes, (height, width)).
 
-  Bytes are decoded once here (images.decode, as the detector will) for their size; an
-  unreadable file is an OSError, bytes that are not an image a ValueError.
+  The size of bytes is read from their header (images.header_size; nothing is decoded
+  here); an unreadable file is an OSError, bytes that are not an image a ValueError.
   """
   if isinstance(image, (str, os.PathLike)):
     with open(image, "rb") as f:
       image = f.read()
   if isinstance(image, bytes):
-    return image, decode_rgb(image).shape[:2]
+    try:
+      height, width = images.header_size(image).numpy()
+    except tf.errors.InvalidArgumentError as error:
+      raise ValueError(_message(error)) from None
+    if height < 0:
+      raise ValueError("not a JPEG, PNG, GIF or BMP image")
+    return image, (int(height), int(width))
   array = np.asarray(image)
   if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
     raise ValueError(f"an image array must be uint8 [H, W, 3] RGB, got {array.dtype} {list(array.shape)}")
@@ -93,7 +107,10 @@ class Detector:
           raise type(error)(f"image {i} of the list: {error}") from None
     if not batch:
       return []
-    outputs = {k: v.numpy() for k, v in self._serve(tf.constant([e for e, _ in batch])).items()}
+    try:
+      outputs = {k: v.numpy() for k, v in self._serve(tf.constant([e for e, _ in batch])).items()}
+    except tf.errors.InvalidArgumentError as error:  # e.g. "image 1 declares 16000 x 16000 pixels, ..."
+      raise ValueError(_message(error) + ("" if single else " (its index in the list)")) from None
     results = [self._detections(outputs, i, size, min_score) for i, (_, size) in enumerate(batch)]
     return results[0] if single else results
 

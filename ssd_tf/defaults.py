@@ -111,6 +111,8 @@ def base_config():
       num_shards=16,
       keep_empty_images=True,
       max_boxes=100,              # ground truth rows per image after padding
+      max_image_pixels=100_000_000,  # larger images (header's width x height) are refused: prepare,
+                                     # predict, the SavedModel (checked before decoding)
       shuffle_buffer=1024,
       deterministic=False,        # repeatable order and augmentation from `seed` (slower)
       mean_rgb=(123.7, 116.3, 103.5),  # dataset mean RGB pixel: expand fill (ImageNet/COCO mean)
@@ -179,11 +181,13 @@ RENAMED_FIELDS = {
 
 
 def upgrade(config, source="config"):
-  """Moves renamed fields (RENAMED_FIELDS) of ``config`` in place to their new names.
+  """Brings a config from an older ssd_tf up to date, in place; returns ``config``.
 
-  A config file or a run's saved config.json that still uses an old name keeps working,
-  with one deprecation line per field naming ``source``; returns ``config``.
+  Renamed fields (RENAMED_FIELDS) move to their new names, with one deprecation line per
+  field naming ``source``; fields added since it was saved get their defaults (a run's
+  config.json from before data.max_image_pixels existed loads with its default).
   """
+  _add_missing(config, base_config())
   for old, new in RENAMED_FIELDS.items():
     *parents, old_leaf = old.split(".")
     node = config
@@ -197,3 +201,13 @@ def upgrade(config, source="config"):
       node[new.rsplit(".", 1)[1]] = value
     logging.warning("%s: %s is deprecated, renamed %s; read as %s=%s", source, old, new, new, value)
   return config
+
+
+def _add_missing(config, reference):
+  """Sets every field of ``reference`` that ``config`` lacks (recursively) to its value there."""
+  for key, value in reference.items():
+    if key not in config:
+      with config.unlocked():
+        config[key] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
+      _add_missing(config[key], value)

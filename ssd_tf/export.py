@@ -8,7 +8,13 @@ Signatures (outputs named as the TF Object Detection API names them, same dtypes
 Outputs: ``detection_boxes`` float32 [B, K, 4] normalized [ymin, xmin, ymax, xmax] of
 the input image, ``detection_scores`` float32 [B, K], ``detection_classes`` float32
 [B, K] dataset category ids, ``num_detections`` float32 [B]. Rows past
-num_detections are zero. The label map travels as the asset ``label_map.json``.
+num_detections are zero; an empty batch (B = 0) gives empty outputs. The label map
+travels as the asset ``label_map.json``.
+
+Refused with InvalidArgument, naming the image's index in the batch: bytes that are not
+a JPEG/PNG/GIF/BMP, an image whose header declares more than config.data.max_image_pixels
+pixels (checked before decoding: a decompression bomb costs no memory), an image without
+pixels.
 """
 
 import os
@@ -33,6 +39,8 @@ class DetectionModule(tf.Module):
     self.network_variables = [variable.value for variable in ssd.network.variables]
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = ssd.image_size
+    self._max_pixels = int(ssd.config.data.max_image_pixels)
+    self._max_detections = int(ssd.config.postprocess.max_detections)
     self._ssd = ssd
     # Index = contiguous label (0 = background), value = dataset category id.
     self._category_ids = tf.constant(
@@ -43,24 +51,26 @@ class DetectionModule(tf.Module):
     """uint8 [(B,) H, W, 3] -> float32 [(B,) S, S, 3] in [0, 255]: the eval pipeline's resize."""
     return images.resize(tf.cast(batch, tf.float32), self._image_size)
 
-  def _decode(self, encoded):
-    return self._resize(images.decode(encoded))
-
   def detect(self, batch):
-    """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring."""
-    detections = self._ssd.detect(batch)
-    return {
-        "detection_boxes": detections["boxes"],
-        "detection_scores": detections["scores"],
-        "detection_classes": tf.gather(self._category_ids, detections["labels"]),
-        "num_detections": tf.cast(detections["num_detections"], tf.float32),
-    }
+    """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring (B may be 0)."""
+    def run():
+      detections = self._ssd.detect(batch)
+      return (detections["boxes"], detections["scores"], tf.gather(self._category_ids, detections["labels"]),
+              tf.cast(detections["num_detections"], tf.float32))
+
+    def empty():
+      k = self._max_detections
+      return tf.zeros([0, k, 4]), tf.zeros([0, k]), tf.zeros([0, k]), tf.zeros([0])
+
+    outputs = tf.cond(tf.shape(batch)[0] > 0, run, empty)
+    return dict(zip(("detection_boxes", "detection_scores", "detection_classes", "num_detections"), outputs))
 
   def decode_batch(self, encoded):
     """tf.string [B] encoded images -> float32 [B, S, S, 3]: serving_default's preprocessing."""
-    return tf.map_fn(self._decode, encoded,
-                     fn_output_signature=tf.TensorSpec([self._image_size, self._image_size, 3],
-                                                       tf.float32))
+    return tf.map_fn(
+        lambda args: self._resize(images.decode(args[1], self._max_pixels, index=args[0])),
+        (tf.range(tf.size(encoded)), encoded),
+        fn_output_signature=tf.TensorSpec([self._image_size, self._image_size, 3], tf.float32))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
   def serve_encoded(self, encoded):
@@ -68,7 +78,11 @@ class DetectionModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
   def serve_images(self, pixels):
-    return self.detect(self._resize(pixels))
+    shape = tf.shape(pixels)
+    has_pixels = tf.debugging.Assert(tf.logical_or(shape[0] == 0, shape[1] * shape[2] > 0),
+                                     [tf.strings.format("images of shape {} have no pixels", [shape])])
+    with tf.control_dependencies([has_pixels]):
+      return self.detect(self._resize(pixels))
 
 
 def export_saved_model(ssd, label_map, label_map_path, export_dir):

@@ -61,8 +61,8 @@ def predict(detector, patterns, output_dir, score_threshold=0.3):
     try:
       with open(path, "rb") as f:
         encoded = f.read()
+      detections = detector.detect(encoded, min_score=score_threshold)  # refuses oversized images first
       image = api.decode_rgb(encoded)
-      detections = detector.detect(encoded, min_score=score_threshold)
     except (OSError, ValueError) as error:
       message = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
       print(f"predict: skipping {path}: {message}", file=sys.stderr)

@@ -117,7 +117,7 @@ def test_run_directory_reads_its_own_config_and_best_checkpoint(run, tmp_path):
 
 def test_bad_inputs_name_the_problem(run, tmp_path):
   detector = ssd_tf.load(run["saved_model"])
-  with pytest.raises(ValueError, match="Unknown image file format"):
+  with pytest.raises(ValueError, match="^not a JPEG, PNG, GIF or BMP image$"):
     detector.detect(b"not an image")
   with pytest.raises(ValueError, match=r"image 1 of the list: .*uint8 \[H, W, 3\]"):
     detector.detect([_image(0, 10, 10), np.zeros((10, 10), np.uint8)])

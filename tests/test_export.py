@@ -28,6 +28,7 @@ from ssd_tf.label_map import LabelMap
 from ssd_tf.ssd import SSD
 
 import serving_client
+import test_images
 from test_learning import small_config
 
 CATEGORY_IDS = (3, 17, 90)  # non-contiguous dataset ids: the export must map labels back
@@ -149,10 +150,12 @@ def _outputs(results, name):
 
 
 def _session_bodies():
-  """REST bodies of the session-loader tests: PNGs of 3 sizes, a uint8 batch, bytes that are not an image."""
+  """REST bodies of the session-loader tests: PNGs of 3 sizes, a uint8 batch, batches whose second image is
+  not an image / declares 16000 x 16000 pixels."""
   return {"sizes": {"instances": [_b64(_png(a)) for a in _images()]},
           "pixels": {"signature_name": "serving_images", "instances": _pixel_batch().tolist()},
-          "not_an_image": {"instances": [_b64(b"this is not an image")]}}
+          "not_an_image": {"instances": [_b64(_png(_images()[2])), _b64(b"this is not an image")]},
+          "oversized": {"instances": [_b64(_png(_images()[2])), _b64(test_images.png_header(16000, 16000))]}}
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +178,11 @@ def test_session_loader_serving_images(exported, served):
 
 
 @pytest.mark.e2e
-def test_session_loader_rejects_bytes_that_are_not_an_image(served):
-  error_class, message = served["responses"]["not_an_image"]["error"]
-  assert error_class == "InvalidArgumentError" and "Unknown image file format" in message
+def test_session_loader_names_the_image_it_refuses(served):
+  for body, expected in (("not_an_image", "image 1 is not a JPEG, PNG, GIF or BMP image"),
+                         ("oversized", "image 1 declares 16000 x 16000 pixels, over the limit of 100000000")):
+    error_class, message = served["responses"][body]["error"]
+    assert error_class == "InvalidArgumentError" and expected in message, (body, message)
 
 
 @pytest.mark.e2e
@@ -275,9 +280,49 @@ def test_label_map_travels_as_asset(exported):
   assert asset.asset_path.numpy().decode() == export.asset_label_map_path(exported.path)
 
 
-def test_bytes_that_are_not_an_image_raise_invalid_argument(exported):
-  with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
-    exported.loaded.signatures["serving_default"](images=tf.constant([b"this is not an image"]))
+def test_refused_images_are_named_by_their_index_in_the_batch(exported):
+  serve = exported.loaded.signatures["serving_default"]
+  good = _png(_images()[2])
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image 1 is not a JPEG, PNG, GIF or BMP image"):
+    serve(images=tf.constant([good, b"this is not an image"]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image 2 declares 16000 x 16000 pixels, over the limit"):
+    serve(images=tf.constant([good, good, test_images.png_header(16000, 16000)]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"images of shape \[1 0 5 3\] have no pixels"):
+    exported.loaded.signatures["serving_images"](images=tf.zeros([1, 0, 5, 3], tf.uint8))
+
+
+def test_an_empty_batch_gives_empty_outputs(exported):
+  for signature, images in (("serving_default", tf.constant([], tf.string)),
+                            ("serving_images", tf.zeros([0, 20, 30, 3], tf.uint8))):
+    outputs = exported.loaded.signatures[signature](images=images)
+    assert {k: v.shape.as_list() for k, v in outputs.items()} == {
+        "detection_boxes": [0, 20, 4], "detection_scores": [0, 20], "detection_classes": [0, 20],
+        "num_detections": [0]}, signature
+
+
+@pytest.mark.e2e
+def test_a_decompression_bomb_costs_little_memory(exported, tmp_path):
+  """A valid 16000 x 16000 PNG (decoded: 768 MB of uint8, 3 GB as float32) is refused from its header:
+  serving it raises the peak memory of a fresh process by less than 100 MB."""
+  bomb = tmp_path / "bomb.png"
+  bomb.write_bytes(test_images.png_bomb(16000, 16000))
+  script = f"""
+import resource, tensorflow as tf
+serve = tf.saved_model.load({exported.path!r}).signatures["serving_default"]
+good = open({str(tmp_path / "good.png")!r}, "rb").read()
+serve(images=tf.constant([good]))  # warm: every op the bomb's call could need is loaded
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+  serve(images=tf.constant([good, open({str(bomb)!r}, "rb").read()]))
+except tf.errors.InvalidArgumentError as error:
+  print("refused:", "declares 16000 x 16000 pixels" in error.message)
+print("peak_increase_kb:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+  (tmp_path / "good.png").write_bytes(_png(_images()[2]))
+  lines = dict(line.split(": ") for line in _run([sys.executable, "-c", script]).stdout.splitlines()
+               if ": " in line)
+  assert lines["refused"] == "True"
+  assert int(lines["peak_increase_kb"]) < 100_000, lines
 
 
 @pytest.mark.e2e

@@ -1,6 +1,8 @@
 """The one decoder and the one resize: every stored kind of image becomes the RGB PIL sees; resize keeps values."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -36,9 +38,41 @@ def test_decode_gives_the_rgb_pil_gives(mode, fmt, tolerance):
   assert np.abs(decoded.astype(np.int32) - expected).max() <= tolerance
 
 
-def test_decode_of_bytes_that_are_not_an_image_is_invalid_argument():
-  with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+def png_header(height, width):
+  """The first 33 bytes of a PNG declaring height x width RGB: signature and IHDR (no pixel data)."""
+  ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+
+
+def png_bomb(height, width):
+  """A complete, valid RGB PNG of height x width black pixels: a few hundred KB for 16000 x 16000."""
+  compressor, row = zlib.compressobj(9), b"\0" * (1 + 3 * width)  # filter byte + pixels
+  data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+  chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+  return png_header(height, width) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP"])
+def test_header_size_reads_what_the_image_holds(fmt):
+  stored = _encode(Image.fromarray(_picture(37, 301)), fmt)
+  assert images.FORMATS[int(images.image_format(stored))] == fmt
+  assert images.header_size(stored).numpy().tolist() == [37, 301]
+
+
+def test_header_size_of_other_bytes_is_minus_one():
+  for data in (b"", b"GI", b"no image here", b"\x00" * 64):
+    assert images.header_size(data).numpy().tolist() == [-1, -1]
+
+
+def test_bad_bytes_and_oversized_headers_are_refused_before_decoding_naming_the_index():
+  with pytest.raises(tf.errors.InvalidArgumentError, match="the image is not a JPEG, PNG, GIF or BMP image"):
     images.decode(b"no image here")
+  decode = tf.function(lambda encoded, index: images.decode(encoded, 10**8, index))
+  # Only the header exists: decoding it would fail otherwise, so the refusal comes before decoding.
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="image 3 declares 16000 x 16000 pixels, over the limit of 100000000"):
+    decode(png_header(16000, 16000), 3)
+  assert decode(_encode(Image.fromarray(_picture()), "PNG"), 0).shape == (30, 40, 3)
 
 
 def test_resize_keeps_constants_and_means_and_batches_like_single_images():

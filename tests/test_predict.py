@@ -75,7 +75,7 @@ def test_predict_reports_bad_files_by_name_and_keeps_going(from_checkpoint, inpu
   assert "Traceback" not in result.stderr
   assert [f["file"] for f in output["failed"]] == [str(p) for p in unreadable]
   failure = {f["file"]: f["error"] for f in output["failed"]}
-  assert failure[str(unreadable[0])].startswith("Unknown image file format")
+  assert failure[str(unreadable[0])] == "not a JPEG, PNG, GIF or BMP image"
   assert failure[str(unreadable[1])] == "No such file or directory"
   assert [r["file"] for r in output["images"]] == [str(p) for p in readable]
   assert f"predict: {len(readable)} images" in result.stdout
