@@ -42,7 +42,7 @@ _SAVED_MODEL = flags.DEFINE_string(
 _IMAGES = flags.DEFINE_list("images", None, "predict: image files, folders or glob patterns.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "predict: where detections.json and annotated images go "
-    "(default: <workdir>/predictions).")
+    "(default: <workdir>/predictions, or predictions/ beside --saved_model, never inside it).")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 

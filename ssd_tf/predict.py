@@ -2,7 +2,9 @@
 
 detections.json: {"images": [{"file", "width", "height", "annotated", "detections": [{"bbox":
 [x, y, w, h] pixels (COCO), "category_id", "name", "score"}]}], "failed": [{"file", "error"}],
-"score_threshold"}.
+"not_images": [files of a given folder skipped for their extension], "score_threshold"}. When
+no image could be processed, detections.json is still written and predict raises ValueError
+(main.py exits non-zero).
 """
 
 import glob
@@ -18,17 +20,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
 def find_images(patterns):
-  """Files, folders (their images, sorted) and glob patterns -> sorted unique paths."""
-  paths = []
+  """Files, folders and glob patterns -> (unique image paths, files of the folders skipped for their
+  extension). A folder gives its files with an image extension (IMAGE_EXTENSIONS), sorted."""
+  paths, not_images = [], []
   for pattern in patterns:
     if os.path.isdir(pattern):
-      paths += [os.path.join(pattern, n) for n in sorted(os.listdir(pattern))
-                if n.lower().endswith(IMAGE_EXTENSIONS)]
+      for name in sorted(os.listdir(pattern)):
+        path = os.path.join(pattern, name)
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+          paths.append(path)
+        elif os.path.isfile(path):
+          not_images.append(path)
     elif any(ch in pattern for ch in "*?["):
       paths += sorted(glob.glob(pattern)) or [pattern]  # no match: reported like a missing file
     else:
       paths.append(pattern)
-  return list(dict.fromkeys(paths))
+  return list(dict.fromkeys(paths)), not_images
 
 
 def _record(path, image, detections, output_path, label_map):
@@ -52,7 +59,9 @@ def predict(detector, patterns, output_dir, score_threshold=0.3):
   Returns the list of per-image records of detections.json.
   """
   from ssd_tf import api  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  paths = find_images(patterns)
+  paths, not_images = find_images(patterns)
+  for path in not_images:
+    print(f"predict: skipping {path}: not an image extension ({', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
   if not paths:
     raise FileNotFoundError(f"no images found in {', '.join(patterns)}")
   os.makedirs(output_dir, exist_ok=True)
@@ -73,7 +82,11 @@ def predict(detector, patterns, output_dir, score_threshold=0.3):
     used_stems.add(stem)
     results.append(_record(path, image, detections, os.path.join(output_dir, name), detector.label_map))
   files.write_json(os.path.join(output_dir, "detections.json"),
-                   dict(images=results, failed=failures, score_threshold=score_threshold), indent=1)
+                   dict(images=results, failed=failures, not_images=not_images,
+                        score_threshold=score_threshold), indent=1)
+  if not results:
+    raise ValueError(f"predict: none of the {len(paths)} images could be read (listed in "
+                     f"{os.path.join(output_dir, 'detections.json')})")
   print(f"predict: {len(results)} images, {sum(len(r['detections']) for r in results)} detections "
         f"(score >= {score_threshold}), {len(failures)} unreadable; written to {output_dir}", flush=True)
   return results

@@ -95,7 +95,9 @@ def predict_images(config, workdir, patterns, checkpoint=None, saved_model=None,
     detector = api.load(workdir, checkpoint=checkpoint or run_dir.latest_checkpoint(workdir), config=config)
   else:
     raise ValueError("--mode=predict needs --workdir (checkpoint) or --saved_model")
-  return predict(detector, patterns, output_dir or os.path.join(workdir or saved_model, "predictions"))
+  # By default beside a SavedModel, never inside it.
+  default_dir = workdir or os.path.dirname(os.path.normpath(saved_model))
+  return predict(detector, patterns, output_dir or os.path.join(default_dir, "predictions"))
 
 
 def quickstart(config, workdir, num_drawings=4):

@@ -79,6 +79,21 @@ def test_predict_reports_bad_files_by_name_and_keeps_going(from_checkpoint, inpu
   assert failure[str(unreadable[1])] == "No such file or directory"
   assert [r["file"] for r in output["images"]] == [str(p) for p in readable]
   assert f"predict: {len(readable)} images" in result.stdout
+  notes = inputs[0].split(",")[0] + "/notes.txt"
+  assert output["not_images"] == [notes]
+  assert any(line.startswith(f"predict: skipping {notes}: not an image extension") for line in messages)
+
+
+def test_predict_of_no_readable_image_exits_non_zero_and_keeps_the_record(trained, inputs, tmp_path):
+  _, _, unreadable = inputs
+  result = run_cli("main.py", "--mode=predict", *cli_helpers.config_flags(trained["data"]),
+                   f"--workdir={trained['workdir']}", f"--images={unreadable[0]},{unreadable[1]}",
+                   f"--output_dir={tmp_path}")
+  assert result.returncode != 0
+  assert cli_helpers.message_lines(result.stderr)[-1] == (
+      f"error: predict: none of the 2 images could be read (listed in {tmp_path / 'detections.json'})")
+  record = json.loads((tmp_path / "detections.json").read_text())
+  assert record["images"] == [] and [f["file"] for f in record["failed"]] == list(map(str, unreadable[:2]))
 
 
 def test_predict_writes_pixel_boxes_and_annotated_images(trained, from_checkpoint):
@@ -125,3 +140,14 @@ def test_saved_model_and_checkpoint_predict_the_same(trained, inputs, from_check
       np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.02)  # rounded to 0.01 px in the json
       assert a["score"] == pytest.approx(b["score"], abs=2e-4)  # rounded to 1e-4
   assert "Traceback" not in result.stderr
+
+
+def test_predict_from_a_saved_model_writes_beside_it_not_inside(trained, inputs, saved_model, tmp_path):
+  copy = tmp_path / "export" / "saved_model"
+  shutil.copytree(saved_model, copy)
+  before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+  result = run_cli("main.py", "--mode=predict", *cli_helpers.config_flags(trained["data"]),
+                   f"--images={inputs[1][0]}", f"--saved_model={copy}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+  assert json.loads((tmp_path / "export" / "predictions" / "detections.json").read_text())["images"]
