@@ -77,7 +77,8 @@ def load_config(config_flag):
     config.get("name")
   except OSError:  # ml_collections reports a missing config file at the first access
     raise FileNotFoundError(f"config file not found: {config_path(sys.argv)}") from None
-  return defaults.upgrade(config, source=config_path(sys.argv) or "--config")
+  source = config_path(sys.argv) or "--config"
+  return defaults.check_ranges(defaults.upgrade(config, source=source), source=source)
 
 
 @contextlib.contextmanager

@@ -211,3 +211,40 @@ def _add_missing(config, reference):
         config[key] = value
     elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[key], ml_collections.ConfigDict):
       _add_missing(config[key], value)
+
+
+# Numeric fields and their allowed range (low, high; None: unbounded), checked by check_ranges.
+RANGES = {
+    "model.image_size": (32, None),
+    "model.num_classes": (1, None),
+    "data.max_boxes": (1, None),
+    "data.max_image_pixels": (0, None),
+    "train.batch_size": (1, None),
+    "train.steps": (0, None),
+    "train.warmup_steps": (0, None),
+    "train.base_learning_rate": (0, None),
+    "train.checkpoint_every": (1, None),
+    "train.keep_checkpoints": (1, None),
+    "train.log_every": (1, None),
+    "eval.batch_size": (1, None),
+    "eval.every_steps": (0, None),
+    "eval.num_images": (0, None),
+    "postprocess.score_threshold": (0, 1),
+    "postprocess.iou_threshold": (0, 1),
+    "postprocess.max_detections": (1, None),
+    "postprocess.max_detections_per_class": (1, None),
+}
+
+
+def check_ranges(config, source="config"):
+  """ValueError naming ``source``, the field and its value when a RANGES field is out of range."""
+  for field, (low, high) in RANGES.items():
+    node = config
+    for name in field.split("."):
+      node = node[name]
+    if not isinstance(node, (int, float)) or isinstance(node, bool):
+      raise ValueError(f"{source}: {field}={node!r} must be a number")
+    if node < low or (high is not None and node > high):
+      bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+      raise ValueError(f"{source}: {field}={node} must be {bound}")
+  return config

@@ -44,7 +44,7 @@ def load_config(workdir):
       config = ml_collections.ConfigDict(json.load(f))
     except ValueError as error:
       raise ValueError(f"{path}: not a valid config.json ({error})") from None
-  return defaults.upgrade(config, source=path)
+  return defaults.check_ranges(defaults.upgrade(config, source=path), source=path)
 
 
 def load_label_map(workdir):

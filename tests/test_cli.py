@@ -59,8 +59,10 @@ def test_helpfull_documents_every_flag(script):
     (["--config.train.stepz=3"], ["stepz", 'Did you mean "steps"']),
     (["--mode=train", "stray_argument"], ["unexpected arguments: stray_argument"]),
     (["--mode=predict", "--workdir=/tmp"], ["--mode=predict needs --images"]),
+    (["--mode=train", "--workdir=/tmp", "--config.train.batch_size=0"],
+     ["tiny_config.py: train.batch_size=0 must be >= 1"]),
 ], ids=["wrong_mode", "missing_config", "missing_config_with_override", "unknown_field", "positional",
-        "predict_without_images"])
+        "predict_without_images", "out_of_range"])
 def test_usage_errors_are_one_line(args, fragments):
   """Errors found before TensorFlow is imported: quick, one line, no traceback."""
   config = [] if any(a.startswith("--config=") for a in args) else [f"--config={cli_helpers.TINY_CONFIG}"]
