@@ -42,7 +42,7 @@ def prepare_data(config, splits=None, num_workers=2):
     raise ValueError("--mode=prepare reads config.data.coco_dir and writes config.data.tfrecord_dir; "
                      "set both (e.g. --config.data.coco_dir=/data/coco --config.data.tfrecord_dir=/data/tfr)")
   return {split: prepare_split(data.coco_dir, split, data.tfrecord_dir, data.num_shards, num_workers,
-                               data.keep_empty_images)
+                               data.keep_empty_images, data.max_image_pixels)
           for split in dict.fromkeys(splits or [data.train_split, data.eval_split])}
 
 

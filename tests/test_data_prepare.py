@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from ssd_tf import images
 from ssd_tf import progress
 from ssd_tf.data import coco
 from ssd_tf.data import pipeline
@@ -131,6 +132,39 @@ def test_prepare_counts_cleans_and_converts(crafted, tmp_path):
   grey = examples[2]["image"].astype(int)
   assert np.abs(grey[..., 0] - grey[..., 1]).max() == 0 and np.abs(grey - rgb[2]).mean() < 1.5
   assert np.abs(examples[3]["image"].astype(int) - rgb[3]).mean() < 3   # CMYK: colours right
+
+
+def test_16_bit_grey_pngs_keep_their_high_byte_and_oversized_images_are_skipped(tmp_path):
+  """A 16-bit grey PNG becomes its high byte (PIL's RGB conversion would clip it to white), as
+  serving and predict decode it; an image over the pixel limit is skipped before it is decoded."""
+  deep = (np.arange(HEIGHT * WIDTH).reshape(HEIGHT, WIDTH) * 13 % 65536).astype(np.uint16)
+  files = {1: ("deep.png", _encode(Image.fromarray(deep), "PNG")),
+           2: ("big.jpg", _encode(Image.fromarray(_photo(2)), "JPEG", quality=95))}
+  root = str(tmp_path / "coco")
+  _write_layout(root, SPLIT, files, [dict(image_id=1, category_id=3, bbox=[1, 1, 5, 5])])
+  out = str(tmp_path / "records")
+  summary = prepare.prepare_split(root, SPLIT, out, num_shards=1, num_workers=1,
+                                  max_image_pixels=HEIGHT * WIDTH - 1, verbose=False)
+  assert summary["images"] == 0 and summary["images_skipped_too_large"] == 2
+  summary = prepare.prepare_split(root, SPLIT, out, num_shards=1, num_workers=1,
+                                  max_image_pixels=HEIGHT * WIDTH, verbose=False)
+  assert summary["images"] == 2 and summary["images_skipped_too_large"] == 0
+  image = _read_split(out)[1]["image"]
+  np.testing.assert_array_equal(image, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=-1))
+  assert images.decode(files[1][1]).numpy().tolist() == image.tolist()  # serving and predict decode alike
+  skipped = json.load(open(records.skipped_path(out, SPLIT)))
+  assert skipped == []
+
+
+def test_prepare_skips_images_over_the_pixel_limit_by_name(tmp_path):
+  files = {1: ("small.jpg", _encode(Image.fromarray(_photo(1)), "JPEG", quality=95))}
+  root = str(tmp_path / "coco")
+  _write_layout(root, SPLIT, files, [])
+  out = str(tmp_path / "records")
+  prepare.prepare_split(root, SPLIT, out, num_shards=1, num_workers=1, max_image_pixels=100, verbose=False)
+  skipped = json.load(open(records.skipped_path(out, SPLIT)))
+  assert skipped == [dict(image_id=1, file_name="small.jpg",
+                          reason=f"too large: {HEIGHT}x{WIDTH} is over data.max_image_pixels=100")]
 
 
 def test_prepare_can_drop_empty_images(crafted, tmp_path):

@@ -21,8 +21,12 @@ from ssd_tf.label_map import LabelMap
 MIN_BOX_PIXELS = 1.0
 # A coordinate moved by more than this (pixels) when clipped counts as a clipped box.
 _CLIP_TOLERANCE = 1e-3
-# Image formats tf.io.decode_image reads correctly as stored; anything else is re-encoded.
-_KEEP_AS_IS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
+# Image formats tf.io.decode_image reads correctly as stored (16-bit PNGs: the high byte of each
+# sample; PIL's RGB conversion would clip them to white); anything else is re-encoded.
+_KEEP_AS_IS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L"), ("PNG", "I;16"),
+               ("PNG", "I;16B"), ("PNG", "I")}
+# check_image's reason for an image over the pixel limit starts with this.
+TOO_LARGE = "too large"
 
 
 @dataclasses.dataclass
@@ -134,18 +138,21 @@ def image_annotations(record, label_map):
 def check_image(task):
   """Reads and fully decodes one image file; runs in a worker process.
 
-  task: (image_id, path, expected height, expected width).
+  task: (image_id, path, expected height, expected width, max_pixels (0: no limit)).
   Returns (image_id, encoded bytes or None, status): status is "ok" (bytes as
-  stored: RGB or grey JPEG / PNG), "converted" (made RGB and re-encoded: CMYK
-  JPEGs as JPEG quality 95; palette, alpha, 16-bit PNGs and other formats as PNG)
-  or the reason the image is skipped.
+  stored: RGB or grey JPEG / PNG, 8 or 16 bits), "converted" (made RGB and re-encoded:
+  CMYK JPEGs as JPEG quality 95; palette and alpha PNGs and other formats as PNG)
+  or the reason the image is skipped (one over max_pixels: before it is decoded).
   """
-  image_id, path, height, width = task
+  image_id, path, height, width, max_pixels = task
   try:
     with open(path, "rb") as f:
       data = f.read()
-    image = Image.open(io.BytesIO(data))
+    image = Image.open(io.BytesIO(data))  # reads the header only
     image_format, mode, size = image.format, image.mode, image.size
+    if max_pixels and size[0] * size[1] > max_pixels:
+      return image_id, None, (f"{TOO_LARGE}: {size[1]}x{size[0]} is over data.max_image_pixels="
+                              f"{max_pixels}")
     if image_format == "JPEG":
       # DCT-scaled decoding: much less work, but still reads (and checks) all the data
       image.draft(mode, (max(1, size[0] // 8), max(1, size[1] // 8)))

@@ -25,7 +25,7 @@ from ssd_tf.data import records
 from ssd_tf.label_map import LabelMap
 
 _COUNTS = ("images", "background_images", "images_converted", "images_skipped_undecodable",
-           "images_skipped_empty", "boxes", "crowd_boxes", "boxes_clipped", "boxes_dropped",
+           "images_skipped_too_large", "images_skipped_empty", "boxes", "crowd_boxes", "boxes_clipped", "boxes_dropped",
            "max_boxes_per_image")
 
 
@@ -52,13 +52,13 @@ def _move_into_place(partial_dir, output_dir, split):
     os.replace(os.path.join(partial_dir, name), os.path.join(output_dir, name))
 
 
-def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images, bar):
+def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images, max_pixels, bar):
   """Checks every image and writes the kept ones; returns the counts for the summary."""
   counts = collections.Counter()
   per_class = collections.Counter()
   shard_sizes = [0] * num_shards
   skipped = []
-  tasks = [(r.image_id, r.path, r.height, r.width) for r in data.images]
+  tasks = [(r.image_id, r.path, r.height, r.width, max_pixels) for r in data.images]
   with contextlib.ExitStack() as stack:
     writers = [stack.enter_context(tf.io.TFRecordWriter(
         os.path.join(partial_dir, records.shard_name(data.split, i, num_shards)))) for i in range(num_shards)]
@@ -68,7 +68,8 @@ def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images,
         bar.update()
       if encoded is None:
         skipped.append(dict(image_id=image_id, file_name=record.file_name, reason=status))
-        counts["images_skipped_undecodable"] += 1
+        counts["images_skipped_too_large" if status.startswith(coco.TOO_LARGE)
+               else "images_skipped_undecodable"] += 1
         continue
       ann = coco.image_annotations(record, data.label_map)
       counts["boxes_clipped"] += ann["num_clipped"]
@@ -94,7 +95,7 @@ def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images,
 
 
 def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, keep_empty_images=True,
-                  verbose=True):
+                  max_image_pixels=0, verbose=True):
   """Converts one split; returns the summary dict (also saved as <split>_summary.json).
 
   Args:
@@ -104,6 +105,7 @@ def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, kee
     num_shards: number of TFRecord files.
     num_workers: processes that read and decode images (<= 1: in this process).
     keep_empty_images: write images without boxes as background-only examples.
+    max_image_pixels: images whose header declares more pixels are skipped (0: no limit).
     verbose: print a progress line and the summary.
   """
   if num_shards < 1:
@@ -118,7 +120,7 @@ def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, kee
   os.makedirs(partial_dir)
   try:
     counts, per_class, shard_sizes, skipped = _write_shards(data, partial_dir, num_shards, num_workers,
-                                                            keep_empty_images, bar)
+                                                            keep_empty_images, max_image_pixels, bar)
     summary = dict(
         split=split, source=data.json_path, images_in_json=len(data.images),
         **{key: counts[key] for key in _COUNTS},
@@ -143,8 +145,8 @@ def format_summary(summary, output_dir):
       f"{s['split']}: {s['images']} images written to {output_dir} ({s['num_shards']} shards, "
       f"{s['seconds']} s), {s['background_images']} background-only, {s['images_converted']} "
       "re-encoded to RGB",
-      f"  skipped: {s['images_skipped_undecodable']} undecodable (ids in {s['split']}_skipped.json), "
-      f"{s['images_skipped_empty']} without boxes",
+      f"  skipped: {s['images_skipped_undecodable']} undecodable, {s['images_skipped_too_large']} over the "
+      f"pixel limit (ids in {s['split']}_skipped.json), {s['images_skipped_empty']} without boxes",
       f"  boxes: {s['boxes']} ({s['crowd_boxes']} crowd), {s['boxes_clipped']} clipped to the image, "
       f"{s['boxes_dropped']} dropped (under {coco.MIN_BOX_PIXELS:g} px); at most "
       f"{s['max_boxes_per_image']} per image",
