@@ -6,6 +6,8 @@
   <workdir>/best/              the checkpoint with the best COCO AP, best_ap.txt
   <workdir>/train/             TensorBoard summaries
   <workdir>/metrics.json, detections.json, export/, predictions/
+  <workdir>/.lock              held by the training that runs in it (ssd_tf.run_lock)
+  <workdir>/eval/step-<N>/     eval mode's results while a training holds the lock
 """
 
 import json

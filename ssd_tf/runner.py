@@ -10,6 +10,7 @@ import time
 from ssd_tf import api
 from ssd_tf import distribute
 from ssd_tf import run_dir
+from ssd_tf import run_lock
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
 from ssd_tf.data import synthetic
@@ -60,21 +61,34 @@ def train_run(config, workdir, evaluate=False):
   if label_map.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but the data's label map "
                      f"has {label_map.num_classes} classes")
-  if chief:
-    run_dir.init(workdir, config, label_map)
-  trainer = Trainer(config, workdir, strategy)
-  evaluator = Evaluator(config, workdir, label_map) if evaluate and chief else None
-  losses = trainer.fit(evaluator)
+  lock = run_lock.acquire(workdir) if chief else None  # one writer per run directory
+  try:
+    if chief:
+      run_dir.init(workdir, config, label_map)
+    trainer = Trainer(config, workdir, strategy)
+    evaluator = Evaluator(config, workdir, label_map) if evaluate and chief else None
+    losses = trainer.fit(evaluator)
+  finally:
+    if lock:
+      lock.close()
   print(f"Training done at step {trainer.step}; checkpoints in {os.path.join(workdir, 'checkpoints')}",
         flush=True)
   return losses
 
 
 def evaluate_run(config, workdir, checkpoint=None):
-  """Evaluates the newest checkpoint of workdir (or the given one)."""
+  """Evaluates the newest checkpoint of workdir (or the given one); writes the results to workdir, or,
+  while a training holds workdir (run_lock), to workdir/eval/step-<N>, never over the training's."""
   label_map = run_dir.load_label_map(workdir)
   ssd, path = _restored_ssd(config, workdir, checkpoint)
-  return Evaluator(config, workdir, label_map)(ssd, run_dir.checkpoint_step(path), drawings=False)
+  step = run_dir.checkpoint_step(path)
+  output_dir = workdir
+  training = run_lock.holder(workdir)
+  if training:
+    output_dir = os.path.join(workdir, "eval", f"step-{step}")
+    os.makedirs(output_dir, exist_ok=True)
+    print(f"A training is running in {workdir} ({training}): results go to {output_dir}", flush=True)
+  return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
 
 
 def export_run(config, workdir, checkpoint=None, export_dir=None):

@@ -194,3 +194,28 @@ def test_eval_mode_reproduces_the_final_evaluation(trained):
     assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
     np.testing.assert_allclose(got["bbox"], want["bbox"], atol=1e-2)
     assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+
+
+def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, tmp_path):
+  """While another process trains in a run directory (holds its lock), train stops with one line
+  naming it and eval writes to eval/step-<N>/, leaving the training's metrics and detections alone."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import test_run_lock  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(trained["workdir"], workdir)
+  metrics_before = (workdir / "metrics.json").read_bytes()
+  holder = test_run_lock.hold_in_subprocess(workdir)
+  try:
+    result = run_cli("main.py", "--mode=train", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}",
+                     "--config.train.steps=8")
+    _assert_one_error_line(result, f"{workdir} is in use by another training (pid {holder.pid} on ")
+    result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+  finally:
+    holder.kill()
+    holder.wait()
+  assert (workdir / "metrics.json").read_bytes() == metrics_before
+  aside = json.loads((workdir / "eval" / "step-6" / "metrics.json").read_text())
+  assert aside["AP"] == pytest.approx(trained["metrics"]["AP"], abs=1e-4)
+  assert f"results go to {workdir / 'eval' / 'step-6'}" in result.stdout
+  assert sorted(p.name for p in (workdir / "checkpoints").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
