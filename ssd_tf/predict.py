@@ -64,7 +64,7 @@ def predict(detector, patterns, output_dir, score_threshold=0.3):
     print(f"predict: skipping {path}: not an image extension ({', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
   if not paths:
     raise FileNotFoundError(f"no images found in {', '.join(patterns)}")
-  os.makedirs(output_dir, exist_ok=True)
+  files.check_writable(output_dir)
   results, failures, used_stems = [], [], set()
   for path in paths:
     try:

@@ -9,6 +9,7 @@ import time
 
 from ssd_tf import api
 from ssd_tf import distribute
+from ssd_tf import files
 from ssd_tf import run_dir
 from ssd_tf import run_lock
 from ssd_tf.data import pipeline
@@ -42,6 +43,7 @@ def prepare_data(config, splits=None, num_workers=2):
   if not data.coco_dir or not data.tfrecord_dir:
     raise ValueError("--mode=prepare reads config.data.coco_dir and writes config.data.tfrecord_dir; "
                      "set both (e.g. --config.data.coco_dir=/data/coco --config.data.tfrecord_dir=/data/tfr)")
+  files.check_writable(data.tfrecord_dir)
   return {split: prepare_split(data.coco_dir, split, data.tfrecord_dir, data.num_shards, num_workers,
                                data.keep_empty_images, data.max_image_pixels)
           for split in dict.fromkeys(splits or [data.train_split, data.eval_split])}
@@ -61,6 +63,8 @@ def train_run(config, workdir, evaluate=False):
   if label_map.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but the data's label map "
                      f"has {label_map.num_classes} classes")
+  if chief:
+    files.check_writable(workdir)
   lock = run_lock.acquire(workdir) if chief else None  # one writer per run directory
   try:
     if chief:
@@ -80,22 +84,24 @@ def evaluate_run(config, workdir, checkpoint=None):
   """Evaluates the newest checkpoint of workdir (or the given one); writes the results to workdir, or,
   while a training holds workdir (run_lock), to workdir/eval/step-<N>, never over the training's."""
   label_map = run_dir.load_label_map(workdir)
-  ssd, path = _restored_ssd(config, workdir, checkpoint)
+  path = checkpoint or run_dir.latest_checkpoint(workdir)
   step = run_dir.checkpoint_step(path)
   output_dir = workdir
   training = run_lock.holder(workdir)
   if training:
     output_dir = os.path.join(workdir, "eval", f"step-{step}")
-    os.makedirs(output_dir, exist_ok=True)
     print(f"A training is running in {workdir} ({training}): results go to {output_dir}", flush=True)
+  files.check_writable(output_dir)
+  ssd, _ = _restored_ssd(config, workdir, path)
   return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
 
 
 def export_run(config, workdir, checkpoint=None, export_dir=None):
   """Checkpoint -> SavedModel (serving_default: encoded bytes; serving_images: uint8)."""
   label_map = run_dir.load_label_map(workdir)
-  ssd, _ = _restored_ssd(config, workdir, checkpoint)
   export_dir = export_dir or os.path.join(workdir, "export", "saved_model")
+  files.check_writable(os.path.dirname(os.path.normpath(export_dir)) or ".")
+  ssd, _ = _restored_ssd(config, workdir, checkpoint)
   export_saved_model(ssd, label_map, run_dir.label_map_path(workdir), export_dir)
   print(f"SavedModel written to {export_dir}", flush=True)
   return export_dir

@@ -219,3 +219,20 @@ def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, t
   assert aside["AP"] == pytest.approx(trained["metrics"]["AP"], abs=1e-4)
   assert f"results go to {workdir / 'eval' / 'step-6'}" in result.stdout
   assert sorted(p.name for p in (workdir / "checkpoints").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
+
+
+def test_eval_and_export_into_a_full_folder_stop_before_working(trained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import test_files  # pylint: disable=g-import-not-at-top
+  size_kb = sum(p.stat().st_size for p in trained["workdir"].rglob("*") if p.is_file()) // 1024 + 2048
+  with test_files.small_disk(tmp_path / "disk", size_kb) as disk:
+    workdir = disk / "run"
+    shutil.copytree(trained["workdir"], workdir)
+    test_files.fill(disk)
+    metrics_before = (workdir / "metrics.json").read_bytes()
+    result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}")
+    _assert_one_error_line(result, f"cannot write to {workdir}: No space left on device")
+    assert "images/s" not in result.stdout  # stopped before evaluating
+    assert (workdir / "metrics.json").read_bytes() == metrics_before
+    result = run_cli("export_savedmodel.py", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}")
+    _assert_one_error_line(result, f"cannot write to {workdir / 'export'}: No space left on device")
