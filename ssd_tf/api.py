@@ -144,6 +144,8 @@ def load(path, checkpoint=None, config=None):
                     path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{path}: no such run directory or SavedModel")
+  if config is not None:
+    run_dir.check_config(config, path)
   ssd = SSD(config or run_dir.load_config(path))
   ssd.restore(checkpoint or run_dir.best_or_latest_checkpoint(path))
   label_map = run_dir.load_label_map(path)

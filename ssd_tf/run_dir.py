@@ -13,6 +13,7 @@
 import json
 import os
 
+from absl import logging
 import ml_collections
 import tensorflow as tf
 
@@ -74,3 +75,47 @@ def checkpoint_step(path):
   """The step a checkpoint path ends with (ckpt-1200 -> 1200), or None."""
   suffix = path.rsplit("-", 1)[-1]
   return int(suffix) if suffix.isdigit() else None
+
+
+# Fields that change what a run's weights mean (architecture, classes, default boxes, box coding;
+# the input normalization comes with the backbone). anchors.feature_map_sizes is not one: the SSD
+# derives the sizes from the network and checks any stated ones against it.
+MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.image_size", "model.num_classes",
+                  "model.extra_layers", "model.head_kernel_size", "anchors.strides", "anchors.scales",
+                  "anchors.min_scale", "anchors.max_scale", "anchors.aspect_ratios", "anchors.clip",
+                  "box_coder.variances")
+
+
+def _leaves(config, prefix=""):
+  """{dotted field: JSON-normalized value} of every leaf of a ConfigDict."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_leaves(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = json.loads(json.dumps(value))
+  return out
+
+
+def check_config(config, workdir, label_map=None):
+  """Compares ``config`` (and ``label_map``, the data's) with the run's config.json (and label_map.json).
+
+  A MEANING_FIELDS difference is a ValueError naming every such field with both values, as
+  is another label map; other differences (score threshold, batch size...) are allowed and logged.
+  """
+  if label_map is not None and os.path.isfile(label_map_path(workdir)):
+    if load_label_map(workdir).entries != label_map.entries:
+      raise ValueError(f"the data's label map differs from {label_map_path(workdir)}: the run was trained "
+                       "on other classes; give another --workdir")
+  if not os.path.isfile(config_path(workdir)):
+    return
+  saved, given = _leaves(load_config(workdir)), _leaves(config)
+  differ = [f for f in sorted(set(saved) | set(given)) if saved.get(f) != given.get(f)]
+  conflicts = [f for f in differ if f in MEANING_FIELDS]
+  if conflicts:
+    raise ValueError(f"the config does not match the run in {workdir}: " + "; ".join(
+        f"{f} is {given.get(f)!r} here but {saved.get(f)!r} in its config.json" for f in conflicts) +
+                     " (these fields change what the weights mean)")
+  if differ:
+    logging.info("Config fields that differ from %s (allowed): %s", config_path(workdir),
+                 "; ".join(f"{f}: {saved.get(f)!r} -> {given.get(f)!r}" for f in differ))

@@ -50,7 +50,9 @@ def prepare_data(config, splits=None, num_workers=2):
 
 
 def _restored_ssd(config, workdir, checkpoint=None):
-  """(SSD of config with the weights of ``checkpoint`` or workdir's newest, the checkpoint path)."""
+  """(SSD of config with the weights of ``checkpoint`` or workdir's newest, the checkpoint path);
+  config must agree with the run's config.json (run_dir.check_config)."""
+  run_dir.check_config(config, workdir)
   ssd = SSD(config)
   return ssd, ssd.restore(checkpoint or run_dir.latest_checkpoint(workdir))
 
@@ -65,6 +67,7 @@ def train_run(config, workdir, evaluate=False):
                      f"has {label_map.num_classes} classes")
   if chief:
     files.check_writable(workdir)
+    run_dir.check_config(config, workdir, label_map)  # resuming: the same architecture and classes
   lock = run_lock.acquire(workdir) if chief else None  # one writer per run directory
   try:
     if chief:

@@ -236,3 +236,10 @@ def test_eval_and_export_into_a_full_folder_stop_before_working(trained, tmp_pat
     assert (workdir / "metrics.json").read_bytes() == metrics_before
     result = run_cli("export_savedmodel.py", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}")
     _assert_one_error_line(result, f"cannot write to {workdir / 'export'}: No space left on device")
+
+
+def test_eval_with_a_config_of_another_architecture_is_one_line(trained):
+  result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]),
+                   f"--workdir={trained['workdir']}", "--config.model.image_size=96")
+  _assert_one_error_line(result, f"the config does not match the run in {trained['workdir']}: model.image_size "
+                                 "is 96 here but 64 in its config.json")
