@@ -22,6 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from ssd_tf import files
 from ssd_tf import images
 
 
@@ -86,7 +87,9 @@ class DetectionModule(tf.Module):
 
 
 def export_saved_model(ssd, label_map, label_map_path, export_dir):
-  """Writes the SavedModel of an SSD to export_dir (via a temporary sibling, renamed when complete)."""
+  """Writes the SavedModel of an SSD to export_dir: into a sibling folder first, which then replaces
+  export_dir in one step (files.replace_dir), so a kill at any moment leaves a loadable SavedModel
+  (the old or the new) wherever there was one."""
   if os.path.basename(label_map_path) != "label_map.json":
     raise ValueError(f"the label map asset must be named label_map.json, got {label_map_path}")
   module = DetectionModule(ssd, label_map, label_map_path)
@@ -97,9 +100,12 @@ def export_saved_model(ssd, label_map, label_map_path, export_dir):
       "serving_default": module.serve_encoded,
       "serving_images": module.serve_images,
   })
-  if tf.io.gfile.exists(export_dir):
-    tf.io.gfile.rmtree(export_dir)
-  tf.io.gfile.rename(partial, export_dir)
+  if "://" in export_dir:  # remote storage: no atomic swap of folders
+    if tf.io.gfile.exists(export_dir):
+      tf.io.gfile.rmtree(export_dir)
+    tf.io.gfile.rename(partial, export_dir)
+  else:
+    files.replace_dir(partial, export_dir)
   return export_dir
 
 

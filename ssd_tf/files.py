@@ -1,8 +1,11 @@
 """Writing files so that a reader never sees half of one (a temp file beside it, then a rename), and
 finding an unwritable or full output folder before the work that would fill it."""
 
+import ctypes
+import ctypes.util
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -45,3 +48,38 @@ def check_writable(directory):
       os.fsync(f.fileno())
   except OSError as error:
     raise OSError(error.errno, f"cannot write to {directory}: {error.strerror}") from None
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a, b):
+  """Swaps two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+  libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+  if not hasattr(libc, "renameat2"):
+    return False
+  if libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    return True
+  error = ctypes.get_errno()
+  if error in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: not on this kernel or file system
+    return False
+  raise OSError(error, f"cannot swap {a} and {b}: {os.strerror(error)}")
+
+
+def replace_dir(new, target):
+  """Puts the complete folder ``new`` at ``target``, replacing any folder there.
+
+  On Linux the two are swapped atomically, so a process killed at any moment leaves the old
+  or the new folder at ``target``, never none; elsewhere the old one is first moved aside
+  (to ``target``.old, removed at the end).
+  """
+  if not os.path.exists(target):
+    os.rename(new, target)
+  elif _exchange(new, target):
+    shutil.rmtree(new)  # now the old folder
+  else:
+    aside = target + ".old"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside)
