@@ -156,6 +156,29 @@ def test_16_bit_grey_pngs_keep_their_high_byte_and_oversized_images_are_skipped(
   assert skipped == []
 
 
+def test_exif_rotated_jpegs_and_transparent_palettes_decode_alike_in_prepare_and_serving(tmp_path):
+  """EXIF orientation is ignored everywhere (COCO's boxes are on the stored pixels); a palette PNG
+  with a transparent entry becomes its palette colours: prepare's record and images.decode (serving,
+  predict) give the same pixels."""
+  photo = Image.fromarray(_photo(3))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+  palette = Image.fromarray(_photo(4)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+  palette.info["transparency"] = 0
+  files = {1: ("rotated.jpg", _encode(photo, "JPEG", quality=95, exif=exif.tobytes())),
+           2: ("palette.png", _encode(palette, "PNG", transparency=0))}
+  root = str(tmp_path / "coco")
+  _write_layout(root, SPLIT, files, [])
+  out = str(tmp_path / "records")
+  prepare.prepare_split(root, SPLIT, out, num_shards=1, num_workers=1, verbose=False)
+  examples = _read_split(out)
+  for image_id, (name, data) in files.items():
+    decoded = images.decode(data).numpy()
+    assert decoded.shape == (HEIGHT, WIDTH, 3), name  # not rotated
+    np.testing.assert_array_equal(examples[image_id]["image"], decoded, err_msg=name)
+  np.testing.assert_array_equal(examples[2]["image"], np.asarray(palette.convert("RGB")))
+
+
 def test_prepare_skips_images_over_the_pixel_limit_by_name(tmp_path):
   files = {1: ("small.jpg", _encode(Image.fromarray(_photo(1)), "JPEG", quality=95))}
   root = str(tmp_path / "coco")
