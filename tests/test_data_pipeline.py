@@ -167,3 +167,27 @@ def test_configuration_errors_are_clear(dataset_dirs, tmp_path):
   with pytest.raises(FileNotFoundError, match="split 'train2017' is not prepared"):
     pipeline.train_dataset(config)
   assert pipeline.label_map(_config(dataset_dirs[1])).names() == list(synthetic.CLASSES)
+
+
+def test_a_record_whose_image_does_not_decode_is_skipped(dataset_dirs, tmp_path):
+  """A shard written by other tools may hold an undecodable image: training skips that record
+  (tf.data logs a warning naming the error) and goes on with the others."""
+  _, tfrecord_dir = dataset_dirs
+  bad_dir = tmp_path / "records"
+  bad_dir.mkdir()
+  summary = json.load(open(records.summary_path(tfrecord_dir, "train2017")))
+  json.dump(dict(summary, num_shards=1), open(records.summary_path(str(bad_dir), "train2017"), "w"))
+  (bad_dir / "label_map.json").write_text(open(records.label_map_path(tfrecord_dir)).read())
+  good = [r.numpy() for r in tf.data.TFRecordDataset(records.shard_paths(tfrecord_dir, "train2017"))]
+  broken = records.encode_example(b"\xff\xd8\xff this is no JPEG", 999, 10, 10, np.zeros((1, 4), np.float32),
+                                  np.ones(1, np.int64), np.zeros(1, bool))
+  path = bad_dir / records.shard_name("train2017", 0, 1)
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for serialized in good[:3] + [broken] + good[3:8]:
+      writer.write(serialized)
+  config = _config(str(bad_dir))
+  config.data.shuffle_buffer = 1
+  batches = _batches(pipeline.train_dataset(config), 4)  # 8 good images per epoch: 2 batches of 4
+  assert all(b["image"].shape == (BATCH, SIZE, SIZE, 3) for b in batches)
+  # Without the skip, the broken record ends the iteration with an InvalidArgumentError.
+  assert len(batches) == 4 and all(b["labels"].max() >= 1 for b in batches)

@@ -198,18 +198,22 @@ def train_dataset(config, input_context=None, skip_batches=0):
     ds = one_epoch(epoch).enumerate()
     return ds.map(lambda index, raw: (tf.stack([epoch, index]), raw))
 
-  def transform(position, item):
+  def transform(position, element):
     element_seed = tf.random.experimental.stateless_fold_in(
         tf.random.experimental.stateless_fold_in(augment_seed, position[0]), position[1])
-    element = augment.train_transform(decode(parse(item)), element_seed, data_cfg.augment, size,
-                                      data_cfg.mean_rgb)
+    element = augment.train_transform(element, element_seed, data_cfg.augment, size, data_cfg.mean_rgb)
     element = pad_ground_truth(element, data_cfg.max_boxes)
     return {k: element[k] for k in ("image", "boxes", "labels", "is_crowd")}
 
   ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(numbered_epoch)
   if offset:
     ds = ds.skip(offset)
-  ds = ds.map(transform, num_parallel_calls=_parallel(data_cfg), deterministic=data_cfg.deterministic)
+  parallel = dict(num_parallel_calls=_parallel(data_cfg), deterministic=data_cfg.deterministic)
+  ds = ds.map(lambda position, item: (position, decode(parse(item))), **parallel)
+  # A record whose image does not decode (prepare keeps none; a dataset written otherwise might):
+  # skipped with a warning naming the error, rather than ending a run days in.
+  ds = ds.ignore_errors(log_warning=True)
+  ds = ds.map(transform, **parallel)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(data_cfg))
 
