@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import time
 
 import numpy as np
 from PIL import Image
@@ -288,3 +289,29 @@ def test_progress_line_rate_and_eta():
   bar.close()
   assert stream.getvalue().splitlines()[-1].startswith("prepare: 5/10 images")
   assert progress.format_duration(3725) == "1:02:05"
+
+
+def test_a_prepare_killed_by_sigkill_leaves_nothing_the_next_one_trips_on(crafted, tmp_path):
+  """SIGKILL skips every clean-up: the next prepare removes the dead one's partial folder and succeeds."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  coco_dir, _ = crafted
+  out = tmp_path / "records"
+  slow = ("import sys, time\nfrom ssd_tf.data import coco, prepare\ncheck = coco.check_image\n"
+          "coco.check_image = lambda task: (time.sleep(30), check(task))[1]\n"
+          f"prepare.prepare_split({coco_dir!r}, {SPLIT!r}, {str(out)!r}, num_shards=2, num_workers=1, verbose=False)")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  process = subprocess.Popen([sys.executable, "-c", slow], env=dict(os.environ, PYTHONPATH=repo))
+  try:
+    deadline = time.monotonic() + 60
+    while not (out.exists() and any(p.name.startswith(f".{SPLIT}.partial-") for p in out.iterdir())):
+      assert time.monotonic() < deadline and process.poll() is None
+      time.sleep(0.1)
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [f".{SPLIT}.partial-{process.pid}"]
+  summary = prepare.prepare_split(coco_dir, SPLIT, str(out), num_shards=2, num_workers=1, verbose=False)
+  assert summary["images"] == 5
+  assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -94,6 +94,20 @@ def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images,
   return counts, per_class, shard_sizes, skipped
 
 
+def _remove_leftovers(output_dir, split):
+  """Removes the partial folders of prepares of ``split`` that were killed (their process is gone)."""
+  for name in os.listdir(output_dir):
+    prefix = f".{split}.partial-"
+    if not (name.startswith(prefix) and name[len(prefix):].isdigit()):
+      continue
+    try:
+      os.kill(int(name[len(prefix):]), 0)  # a running prepare (this host): leave its folder alone
+    except ProcessLookupError:
+      shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    except PermissionError:
+      pass  # alive, another user's
+
+
 def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, keep_empty_images=True,
                   max_image_pixels=0, verbose=True):
   """Converts one split; returns the summary dict (also saved as <split>_summary.json).
@@ -116,6 +130,7 @@ def prepare_split(coco_dir, split, output_dir, num_shards=16, num_workers=2, kee
   _write_label_map(data.label_map, output_dir, data.json_path)
   bar = progress.Progress(len(data.images), name=f"prepare {split}", unit="images",
                         stream=sys.stderr) if verbose else None
+  _remove_leftovers(output_dir, split)
   partial_dir = os.path.join(output_dir, f".{split}.partial-{os.getpid()}")
   os.makedirs(partial_dir)
   try:
