@@ -102,9 +102,18 @@ class SSD:
     return tf.train.Checkpoint(model=self.network, **extra)
 
   def restore(self, path):
-    """Sets every network weight from checkpoint ``path`` (optimizer state there is ignored)."""
+    """Sets every network weight from checkpoint ``path`` (optimizer state there is ignored).
+
+    A checkpoint that does not fit this SSD (another architecture or class count) is one
+    ValueError naming it and the first variable that does not fit.
+    """
     if not tf.io.gfile.exists(f"{path}.index"):
       raise FileNotFoundError(f"checkpoint {path} not found: give a checkpoint prefix such as "
                               "<workdir>/checkpoints/ckpt-1000 (the part before .index)")
-    self.checkpoint().restore(path).expect_partial().assert_existing_objects_matched()
+    try:
+      self.checkpoint().restore(path).expect_partial().assert_existing_objects_matched()
+    except (ValueError, AssertionError) as error:
+      m = self.config.model
+      raise ValueError(f"checkpoint {path} does not fit this SSD ({m.backbone}, {self.image_size} px, "
+                       f"{self.num_classes} classes): {str(error).splitlines()[0]}") from None
     return path

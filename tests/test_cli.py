@@ -243,3 +243,20 @@ def test_eval_with_a_config_of_another_architecture_is_one_line(trained):
                    f"--workdir={trained['workdir']}", "--config.model.image_size=96")
   _assert_one_error_line(result, f"the config does not match the run in {trained['workdir']}: model.image_size "
                                  "is 96 here but 64 in its config.json")
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_is_one_line(trained, tmp_path):
+  """A checkpoint of another class count: one line naming it and the first variable, no warnings after."""
+  script = ("import sys; sys.path.insert(0, 'tests'); import tiny_config; from ssd_tf.ssd import SSD\n"
+            "c = tiny_config.get_config(); c.model.num_classes = 5\n"
+            f"print(SSD(c).checkpoint().save({str(tmp_path / 'ckpt')!r}))")
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  saved = subprocess.run([sys.executable, "-c", script], cwd=cli_helpers.REPO, capture_output=True, text=True,
+                         env=dict(__import__("os").environ, PYTHONPATH=str(cli_helpers.REPO)))
+  assert saved.returncode == 0, saved.stderr[-2000:]
+  foreign = saved.stdout.strip().splitlines()[-1]
+  result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]),
+                   f"--workdir={trained['workdir']}", f"--checkpoint={foreign}")
+  _assert_one_error_line(result, f"checkpoint {foreign} does not fit this SSD (resnet18, 64 px, 8 classes): "
+                                 "Received incompatible tensor with shape")
