@@ -45,11 +45,10 @@ def _message(error):
   return re.sub(r"^Expected .* Summarized data: b'(.*)'$", r"\1", text, flags=re.S).strip()  # eager
 
 
-def decode_rgb(encoded, max_pixels=0):
-  """Encoded image bytes -> uint8 [H, W, 3] RGB numpy array (images.decode); ValueError if not an image
-  or (max_pixels > 0) if its header declares more pixels."""
+def decode_rgb(encoded):
+  """Encoded image bytes -> uint8 [H, W, 3] RGB numpy array (images.decode); ValueError if not an image."""
   try:
-    return images.decode(encoded, max_pixels).numpy()
+    return images.decode(encoded).numpy()
   except tf.errors.InvalidArgumentError as error:
     raise ValueError(_message(error)) from None
 
