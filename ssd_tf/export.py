@@ -100,7 +100,7 @@ def export_saved_model(ssd, label_map, label_map_path, export_dir):
       "serving_default": module.serve_encoded,
       "serving_images": module.serve_images,
   })
-  if "://" in export_dir:  # remote storage: no atomic swap of folders
+  if files.is_remote(export_dir):  # no atomic swap of folders there
     if tf.io.gfile.exists(export_dir):
       tf.io.gfile.rmtree(export_dir)
     tf.io.gfile.rename(partial, export_dir)

@@ -33,12 +33,17 @@ def write_json(path, value, indent=None):
 PROBE_BYTES = 1 << 20
 
 
+def is_remote(path):
+  """Whether path is on remote storage (gs://, s3://...): no local locks, probes or atomic swaps there."""
+  return "://" in os.fspath(path)
+
+
 def check_writable(directory):
   """Creates ``directory`` if needed and writes (then removes) a 1 MiB probe file in it, so an
   unwritable or full folder is an OSError naming it now, not after minutes of work. Remote
   paths (``gs://``...) are not probed."""
   directory = os.fspath(directory)
-  if "://" in directory:
+  if is_remote(directory):
     return
   try:
     os.makedirs(directory, exist_ok=True)

@@ -13,6 +13,8 @@ import json
 import os
 import socket
 
+from ssd_tf import files
+
 LOCK_NAME = ".lock"
 
 
@@ -39,7 +41,7 @@ def acquire(workdir):
   Returns the open lock file (keep it: closing it releases the lock), or None for a
   remote path. RunDirectoryBusy names the holder when another process has it.
   """
-  if "://" in os.fspath(workdir):
+  if files.is_remote(workdir):
     return None
   os.makedirs(workdir, exist_ok=True)
   f = open(_path(workdir), "a+")  # pylint: disable=consider-using-with  (held until exit)
@@ -61,7 +63,7 @@ def acquire(workdir):
 def holder(workdir):
   """"pid N on HOST since T" of the process holding workdir's lock, or None when it is free."""
   path = _path(workdir)
-  if "://" in os.fspath(workdir) or not os.path.exists(path):
+  if files.is_remote(workdir) or not os.path.exists(path):
     return None
   with open(path, "a+") as f:
     try:
