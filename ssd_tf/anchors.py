@@ -74,8 +74,10 @@ def default_boxes(anchor_config, image_size, feature_map_sizes):
   ``feature_map_sizes``: the side of each level's (square) feature map, finest first.
   Cell centres are ``(i + 0.5) * stride`` pixels, with ``anchor_config.strides`` when
   given (the released specs) and ``image_size / size`` otherwise.
-  Returns float32 [N, 4] ``[ymin, xmin, ymax, xmax]`` normalized to [0, 1];
-  clipped to [0, 1] when ``anchor_config.clip``.
+  Returns float32 [N, 4] ``[ymin, xmin, ymax, xmax]``, normalized (1 = the image side),
+  clipped as ``anchor_config.clip`` says: "corners" clips the corners to [0, 1] (ssd_tf);
+  "size" clamps height and width to [0, 1] and leaves corners outside the image
+  (torchvision); "centre_size" clamps centre, height and width (NVIDIA); "none".
   """
   _check_lengths(anchor_config, feature_map_sizes)
   strides = anchor_config.strides or [image_size / f for f in feature_map_sizes]
@@ -85,11 +87,19 @@ def default_boxes(anchor_config, image_size, feature_map_sizes):
     centres = (np.arange(size, dtype=np.float64) + 0.5) * stride / image_size
     cy, cx = np.meshgrid(centres, centres, indexing="ij")           # [size, size]
     shapes = np.array(_cell_shapes(scales[k], scales[k + 1], ratios))  # [A, 2] (h, w)
-    cy, cx = cy[..., None], cx[..., None]                             # [size, size, 1]
-    h, w = shapes[:, 0], shapes[:, 1]
-    boxes = np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
-    levels.append(boxes.reshape(-1, 4))
-  boxes = np.concatenate(levels, axis=0)
-  if anchor_config.clip:
+    cy, cx = np.broadcast_to(cy[..., None], (size, size, len(shapes))), np.broadcast_to(
+        cx[..., None], (size, size, len(shapes)))                    # [size, size, A]
+    h, w = np.broadcast_to(shapes[:, 0], cy.shape), np.broadcast_to(shapes[:, 1], cy.shape)
+    levels.append(np.stack([cy, cx, h, w], axis=-1).reshape(-1, 4))
+  cy, cx, h, w = np.concatenate(levels, axis=0).T
+  clip = anchor_config.clip
+  if clip not in ("corners", "size", "centre_size", "none"):
+    raise ValueError(f"anchors.clip={clip!r} must be 'corners', 'size', 'centre_size' or 'none'")
+  if clip in ("size", "centre_size"):
+    h, w = np.clip(h, 0.0, 1.0), np.clip(w, 0.0, 1.0)
+  if clip == "centre_size":
+    cy, cx = np.clip(cy, 0.0, 1.0), np.clip(cx, 0.0, 1.0)
+  boxes = np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1)
+  if clip == "corners":
     boxes = np.clip(boxes, 0.0, 1.0)
   return boxes.astype(np.float32)

@@ -46,7 +46,7 @@ def coco_sample_dir():
   return os.environ.get("COCO_TINY_DIR", str(repo.parent / "shared" / "data" / "coco_tiny"))
 
 
-def anchor_config(spec, clip=True, min_scale=0.2, max_scale=0.9):
+def anchor_config(spec, clip="corners", min_scale=0.2, max_scale=0.9):
   """An anchor ConfigDict from a spec dict like SSD300_ANCHORS.
 
   Set ``scales=()`` to use the paper's formula between min_scale and max_scale.
@@ -75,9 +75,14 @@ def base_config():
       backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
       backbone_weights="imagenet", # None | "imagenet" | path to a weights file
       backbone_taps=(),            # stages feeding the heads; (): the backbone's default (backbones/)
+      backbone_variant="",         # "" (the backbone's default) | keras | torchvision (backbones/)
+      input_normalization="",      # "" (the backbone's) | caffe | torch | rgb_mean (backbones/layers.py)
+      resize_antialias=True,       # inference resize to image_size (eval, predict, SavedModel); False:
+                                   # plain bilinear, as torchvision's detection transform
       image_size=300,
       num_classes=80,              # foreground classes C; logits have C + 1 columns
-      extra_layers=SSD300_EXTRAS,
+      extra_layers=SSD300_EXTRAS,  # (mid, out, stride, "same" | "valid" | "symmetric") per level
+      extra_batchnorm=True,        # extra levels conv-BN-ReLU; False: conv with bias, ReLU (torchvision)
       batchnorm_synchronized=False,  # cross-replica BatchNorm statistics
       batchnorm_momentum=0.99,
       head_kernel_size=3,
@@ -98,6 +103,8 @@ def base_config():
       iou_threshold=0.45,
       max_detections_per_class=200,
       max_detections=200,
+      pre_nms_top_k=0,             # per class, only the k best boxes enter NMS (0: all)
+      clip_boxes="after_nms",      # after_nms | before_nms | none: when boxes are clipped to the image
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -200,6 +207,11 @@ def upgrade(config, source="config"):
       del node[old_leaf]
       node[new.rsplit(".", 1)[1]] = value
     logging.warning("%s: %s is deprecated, renamed %s; read as %s=%s", source, old, new, new, value)
+  clip = config.anchors.clip
+  if isinstance(clip, bool):  # before the clip modes: True clipped corners, False nothing
+    with config.anchors.unlocked():
+      del config.anchors["clip"]
+      config.anchors.clip = "corners" if clip else "none"
   return config
 
 
@@ -233,11 +245,28 @@ RANGES = {
     "postprocess.iou_threshold": (0, 1),
     "postprocess.max_detections": (1, None),
     "postprocess.max_detections_per_class": (1, None),
+    "postprocess.pre_nms_top_k": (0, None),
+}
+
+
+# Fields that take one of a few names, checked by check_ranges.
+CHOICES = {
+    "model.backbone_variant": ("", "keras", "torchvision"),
+    "model.input_normalization": ("", "caffe", "torch", "rgb_mean"),
+    "anchors.clip": ("corners", "size", "centre_size", "none"),
+    "postprocess.clip_boxes": ("after_nms", "before_nms", "none"),
 }
 
 
 def check_ranges(config, source="config"):
-  """ValueError naming ``source``, the field and its value when a RANGES field is out of range."""
+  """ValueError naming ``source``, the field and its value when a RANGES field is out of range
+  or a CHOICES field is not one of its names."""
+  for field, names in CHOICES.items():
+    node = config
+    for name in field.split("."):
+      node = node[name]
+    if node not in names:
+      raise ValueError(f"{source}: {field}={node!r} must be one of {', '.join(map(repr, names))}")
   for field, (low, high) in RANGES.items():
     node = config
     for name in field.split("."):

@@ -25,6 +25,7 @@ from ssd_tf import progress
 from ssd_tf import visualize
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
+from ssd_tf.label_map import UNUSED_NAME
 
 DRAW_SCORE_THRESHOLD = 0.3  # detections drawn on TensorBoard images
 
@@ -55,7 +56,9 @@ def detections_to_coco(image_ids, original_sizes, boxes, scores, labels, num_det
       pipeline resizes without letterboxing, so normalized coords scale by these.
     boxes: [B,K,4] normalized yxyx. scores: [B,K]. labels: [B,K] int, 1..C.
     num_detections: [B] int, valid rows per image (the first ones).
-    label_map: ssd_tf.label_map.LabelMap.
+    label_map: ssd_tf.label_map.LabelMap; detections of its unused labels (named
+      label_map.UNUSED_NAME: torchvision's empty COCO slots) are left out, as pycocotools
+      ignores categories its ground truth lacks.
   Returns:
     [{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}], plain Python types,
     image by image (box conversion vectorized per image by box_ops.boxes_to_coco_xywh).
@@ -82,13 +85,15 @@ def detections_to_coco(image_ids, original_sizes, boxes, scores, labels, num_det
     if min(size) <= 0:
       raise ValueError(f"detections_to_coco: image {image_id} has original size {size}")
 
+  unused = np.array([False] + [name == UNUSED_NAME for name in label_map.names()])
   detections = []
   for image_id, (height, width), n, image_boxes, image_scores, image_labels in zip(
       image_ids.tolist(), original_sizes.tolist(), num_detections.tolist(), boxes, scores, labels):
-    xywh = box_ops.boxes_to_coco_xywh(image_boxes[:n], height, width)
-    category_ids = label_map.category_ids(image_labels[:n].astype(np.int64))
+    keep = ~unused[np.clip(image_labels[:n], 0, label_map.num_classes)]
+    xywh = box_ops.boxes_to_coco_xywh(image_boxes[:n][keep], height, width)
+    category_ids = label_map.category_ids(image_labels[:n][keep].astype(np.int64))
     detections += [dict(image_id=image_id, category_id=c, bbox=b, score=s)
-                   for c, b, s in zip(category_ids.tolist(), xywh.tolist(), image_scores[:n].tolist())]
+                   for c, b, s in zip(category_ids.tolist(), xywh.tolist(), image_scores[:n][keep].tolist())]
   return detections
 
 

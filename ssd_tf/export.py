@@ -40,6 +40,7 @@ class DetectionModule(tf.Module):
     self.network_variables = [variable.value for variable in ssd.network.variables]
     self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = ssd.image_size
+    self._resize_antialias = bool(ssd.config.model.resize_antialias)
     self._max_pixels = int(ssd.config.data.max_image_pixels)
     self._max_detections = int(ssd.config.postprocess.max_detections)
     self._ssd = ssd
@@ -50,7 +51,7 @@ class DetectionModule(tf.Module):
 
   def _resize(self, batch):
     """uint8 [(B,) H, W, 3] -> float32 [(B,) S, S, 3] in [0, 255]: the eval pipeline's resize."""
-    return images.resize(tf.cast(batch, tf.float32), self._image_size)
+    return images.resize(tf.cast(batch, tf.float32), self._image_size, self._resize_antialias)
 
   def detect(self, batch):
     """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring (B may be 0)."""

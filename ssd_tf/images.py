@@ -86,6 +86,10 @@ def _check(condition, template, values):
   return tf.debugging.Assert(condition, [tf.strings.format(template, values)])
 
 
-def resize(images, size):
-  """[(B,) H, W, 3] any real dtype -> float32 [(B,) size, size, 3] in the input's value range."""
-  return tf.image.resize(images, [size, size], method="bilinear", antialias=True)
+def resize(images, size, antialias=True):
+  """[(B,) H, W, 3] any real dtype -> float32 [(B,) size, size, 3] in the input's value range.
+
+  Bilinear, half-pixel centres; ``antialias`` widens the kernel when shrinking (like PIL);
+  without it, the value equals PyTorch's ``interpolate(mode="bilinear", align_corners=False)``.
+  """
+  return tf.image.resize(images, [size, size], method="bilinear", antialias=antialias)

@@ -17,18 +17,28 @@ import keras
 from ssd_tf import anchors
 from ssd_tf import batch_norm
 from ssd_tf.backbones import build_backbone
-from ssd_tf.backbones.layers import CONV_INIT
+from ssd_tf.backbones.layers import CONV_INIT, NORMALIZATIONS
 
 
 def _extra_level(x, spec, name, norm):
-  """1x1 conv-BN-ReLU to ``mid`` channels, then 3x3 conv (stride, padding)-BN-ReLU to ``out`` channels."""
+  """1x1 conv-BN-ReLU to ``mid`` channels, then 3x3 conv (stride, padding)-BN-ReLU to ``out`` channels.
+
+  ``norm`` None: convs with biases and no BatchNorm (torchvision's SSD300-VGG16). Padding
+  "symmetric" pads 1 on every side as PyTorch does; "same" pads only bottom/right when a
+  stride-2 conv meets an even size (10 -> 5, 38 -> 19).
+  """
   mid, out, stride, padding = spec
-  x = keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=CONV_INIT, name=f"{name}_1_conv")(x)
-  x = norm(name=f"{name}_1_bn")(x)
+  conv = functools.partial(keras.layers.Conv2D, use_bias=norm is None, kernel_initializer=CONV_INIT)
+  x = conv(mid, 1, name=f"{name}_1_conv")(x)
+  if norm:
+    x = norm(name=f"{name}_1_bn")(x)
   x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-  x = keras.layers.Conv2D(out, 3, strides=stride, padding=padding, use_bias=False,
-                          kernel_initializer=CONV_INIT, name=f"{name}_2_conv")(x)
-  x = norm(name=f"{name}_2_bn")(x)
+  if padding == "symmetric":
+    x = keras.layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
+    padding = "valid"
+  x = conv(out, 3, strides=stride, padding=padding, name=f"{name}_2_conv")(x)
+  if norm:
+    x = norm(name=f"{name}_2_bn")(x)
   return keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
 
 
@@ -36,9 +46,9 @@ def _check_extra_layers(config, num_taps):
   """ValueError unless taps + extra levels give one level per anchors.aspect_ratios entry."""
   m, levels = config.model, anchors.num_levels(config.anchors)
   for spec in m.extra_layers:
-    if len(spec) != 4 or spec[3] not in ("same", "valid"):
+    if len(spec) != 4 or spec[3] not in ("same", "valid", "symmetric"):
       raise ValueError(f"model.extra_layers entries are (mid_channels, out_channels, stride, "
-                       f"'same'|'valid'), got {spec}")
+                       f"'same'|'valid'|'symmetric'), got {spec}")
   if num_taps + len(m.extra_layers) != levels:
     raise ValueError(
         f"backbone {m.backbone} has {num_taps} feature tap(s) and model.extra_layers adds "
@@ -58,13 +68,15 @@ def build_network(config, backbone_weights):
   m = config.model
   num_boxes = anchors.boxes_per_cell(config.anchors)
   backbone = build_backbone(m.backbone, backbone_weights, m.batchnorm_momentum, m.batchnorm_synchronized,
-                            taps=m.backbone_taps)
+                            taps=m.backbone_taps, variant=m.backbone_variant)
+  normalization = (NORMALIZATIONS[m.input_normalization]() if m.input_normalization
+                   else backbone.normalization)
 
   images = keras.Input((m.image_size, m.image_size, 3), dtype="float32", name="images")
-  features = backbone.taps(images)
+  features = keras.tree.flatten(backbone.model(normalization(images)))
   _check_extra_layers(config, len(features))
   norm = functools.partial(batch_norm.BatchNormalization, momentum=m.batchnorm_momentum, epsilon=1e-5,
-                           synchronized=m.batchnorm_synchronized)
+                           synchronized=m.batchnorm_synchronized) if m.extra_batchnorm else None
   for k, spec in enumerate(m.extra_layers):
     features.append(_extra_level(features[-1], spec, f"extra{k}", norm))
 

@@ -77,11 +77,12 @@ def checkpoint_step(path):
   return int(suffix) if suffix.isdigit() else None
 
 
-# Fields that change what a run's weights mean (architecture, classes, default boxes, box coding;
-# the input normalization comes with the backbone). anchors.feature_map_sizes is not one: the SSD
-# derives the sizes from the network and checks any stated ones against it.
-MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.image_size", "model.num_classes",
-                  "model.extra_layers", "model.head_kernel_size", "anchors.strides", "anchors.scales",
+# Fields that change what a run's weights mean (architecture, classes, input normalization and
+# resizing, default boxes, box coding). anchors.feature_map_sizes is not one: the SSD derives the
+# sizes from the network and checks any stated ones against it.
+MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.backbone_variant", "model.input_normalization",
+                  "model.resize_antialias", "model.image_size", "model.num_classes", "model.extra_layers",
+                  "model.extra_batchnorm", "model.head_kernel_size", "anchors.strides", "anchors.scales",
                   "anchors.min_scale", "anchors.max_scale", "anchors.aspect_ratios", "anchors.clip",
                   "box_coder.variances")
 

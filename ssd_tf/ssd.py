@@ -66,6 +66,11 @@ class SSD:
     return int(self.config.model.image_size)
 
   @property
+  def boxes_per_cell(self):
+    """Default boxes per feature-map cell, one int per level."""
+    return anchors.boxes_per_cell(self.config.anchors)
+
+  @property
   def num_classes(self):
     """C foreground classes (labels 1..C; 0 is background)."""
     return int(self.config.model.num_classes)

@@ -10,7 +10,7 @@ SSD_SIZES = {300: defaults.SSD300_ANCHORS["feature_map_sizes"], 512: defaults.SS
 
 
 def _config(spec=defaults.SSD300_ANCHORS, **changes):
-  clip = changes.pop("clip", True)
+  clip = changes.pop("clip", "corners")
   return defaults.anchor_config(dict(spec, **changes), clip=clip)
 
 
@@ -48,14 +48,14 @@ LAST_CELL_UNCLIPPED = [
 
 
 def test_hand_computed_boxes_first_and_last_level_unclipped():
-  boxes = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
+  boxes = anchors.default_boxes(_config(clip="none"), 300, SSD_SIZES[300])
   np.testing.assert_allclose(boxes[:4], FIRST_CELL_UNCLIPPED, atol=1e-6)
   np.testing.assert_allclose(boxes[-4:], LAST_CELL_UNCLIPPED, atol=1e-6)
 
 
 def test_clipping_limits_to_unit_square():
   clipped = anchors.default_boxes(_config(), 300, SSD_SIZES[300])
-  unclipped = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
+  unclipped = anchors.default_boxes(_config(clip="none"), 300, SSD_SIZES[300])
   np.testing.assert_allclose(clipped[:4], np.clip(FIRST_CELL_UNCLIPPED, 0, 1), atol=1e-6)
   np.testing.assert_allclose(clipped[-2], [0.1924086, 0.0, 0.8075914, 1.0], atol=1e-6)
   assert clipped.min() == 0.0 and clipped.max() == 1.0
@@ -72,7 +72,7 @@ def test_ssd512_first_box():
 
 def test_layout_matches_a_head_reshape():
   """Level 2 of SSD300 (19x19, 6 boxes): a head output [H, W, A*4] reshaped to [H*W*A, 4]."""
-  boxes = anchors.default_boxes(_config(clip=False), 300, SSD_SIZES[300])
+  boxes = anchors.default_boxes(_config(clip="none"), 300, SSD_SIZES[300])
   level = boxes[38 * 38 * 4: 38 * 38 * 4 + 19 * 19 * 6]
   head = level.reshape(19, 19, 6 * 4)                      # what a conv head's output looks like
   # Cell (row 2, column 5): centre y = 2.5 * 16 / 300 = 0.1333333, x = 5.5 * 16 / 300 = 0.2933333.
@@ -96,7 +96,7 @@ def test_layout_matches_a_head_reshape():
 def test_paper_formula_scales():
   config = _config(scales=())
   np.testing.assert_allclose(anchors.level_scales(config), [0.2, 0.34, 0.48, 0.62, 0.76, 0.9, 1.0])
-  boxes = anchors.default_boxes(_config(scales=(), clip=False), 300, SSD_SIZES[300])
+  boxes = anchors.default_boxes(_config(scales=(), clip="none"), 300, SSD_SIZES[300])
   np.testing.assert_allclose(boxes[0, 2:] - boxes[0, :2], [0.2, 0.2], atol=1e-6)
   # last level extra box: sqrt(0.9 * 1.0) = 0.9486833
   np.testing.assert_allclose(boxes[-3, 2:] - boxes[-3, :2], [0.9486833, 0.9486833], atol=1e-6)
@@ -123,3 +123,27 @@ def test_mismatched_spec_lengths_raise(changes, field):
   if field != "scales":
     with pytest.raises(ValueError, match=field):
       anchors.num_default_boxes(config, config.feature_map_sizes)
+
+
+def test_size_clamp_keeps_corners_outside_the_image():
+  """torchvision's clip: heights and widths clamped to 1, centres kept, so corners may leave [0, 1]."""
+  boxes = anchors.default_boxes(_config(clip="size"), 300, SSD_SIZES[300])
+  np.testing.assert_allclose(boxes[:4], FIRST_CELL_UNCLIPPED, atol=1e-6)  # no side above 1
+  expected_last = np.array(LAST_CELL_UNCLIPPED)
+  expected_last[2] = [0.1924086, 0.0, 0.8075914, 1.0]  # width 0.87 sqrt(2) = 1.23 -> 1, centre 0.5
+  expected_last[3] = [0.0, 0.1924086, 1.0, 0.8075914]
+  np.testing.assert_allclose(boxes[-4:], expected_last, atol=1e-6)
+  assert boxes.min() < 0
+
+
+def test_centre_size_clamp_also_clamps_centres():
+  """NVIDIA's clip: a centre past the image (stride 16 on a 38-cell map of 300 px) moves to 1."""
+  config = _config(feature_map_sizes=(38,), strides=(16,), scales=(0.1, 0.2), aspect_ratios=((2,),))
+  config.clip = "centre_size"
+  clamped = anchors.default_boxes(config, 300, (38,))
+  config.clip = "size"
+  sized = anchors.default_boxes(config, 300, (38,))
+  last_centre = (37.5 * 16) / 300  # 2.0
+  np.testing.assert_allclose((sized[-4:, 0] + sized[-4:, 2]) / 2, last_centre, atol=1e-6)
+  np.testing.assert_allclose((clamped[-4:, 0] + clamped[-4:, 2]) / 2, 1.0, atol=1e-6)
+  np.testing.assert_allclose(clamped[-4:, 2] - clamped[-4:, 0], sized[-4:, 2] - sized[-4:, 0], atol=1e-6)

@@ -43,3 +43,24 @@ def test_values_out_of_range_are_one_line_naming_the_field(field, value, message
 
 def test_the_shipped_defaults_are_in_range():
   assert defaults.check_ranges(defaults.base_config()) is not None
+
+
+@pytest.mark.parametrize("field, value", [("anchors.clip", "corner"), ("postprocess.clip_boxes", "always"),
+                                          ("model.input_normalization", "imagenet"),
+                                          ("model.backbone_variant", "v1.5")])
+def test_names_outside_their_choices_are_one_line_naming_the_field(field, value):
+  config = defaults.base_config()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError, match=f"^my_config.py: {field}={value!r} must be one of "):
+    defaults.check_ranges(config, source="my_config.py")
+
+
+@pytest.mark.parametrize("saved, mode", [(True, "corners"), (False, "none")])
+def test_a_saved_boolean_anchor_clip_reads_as_its_mode(saved, mode):
+  """config.json files from before the clip modes hold anchors.clip as a boolean."""
+  values = defaults.base_config().to_dict()
+  values["anchors"]["clip"] = saved
+  config = defaults.upgrade(ml_collections.ConfigDict(values))
+  assert config.anchors.clip == mode
+  defaults.check_ranges(config)

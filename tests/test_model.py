@@ -30,7 +30,7 @@ def _small_config():
                            extra_layers=((64, 128, 2, "same"), (64, 128, 2, "same"), (32, 64, 2, "same"),
                                          (32, 64, 2, "same"))))
   config.anchors = defaults.anchor_config(dict(feature_map_sizes=(16, 8, 4, 2, 1),
-                                               aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,))), clip=False)
+                                               aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,))), clip="none")
   return config
 
 
@@ -176,3 +176,43 @@ def test_feature_size_mismatch_lists_actual_and_expected_sizes():
   config.model.image_size = 320
   with pytest.raises(ValueError, match=r"image_size=320.*\[40, 20, 10, 5, 3, 1\].*\[38, 19, 10, 5, 3, 1\]"):
     build_ssd(config)
+
+
+def _extras_config(padding, batchnorm):
+  config = _small_config()
+  config.model.extra_layers = tuple((mid, out, stride, padding if stride == 2 else "same")
+                                    for mid, out, stride, _ in config.model.extra_layers)
+  config.model.extra_batchnorm = batchnorm
+  return config
+
+
+def test_symmetric_extra_padding_pads_every_side_like_pytorch():
+  """A stride-2 3x3 conv on an even map: "symmetric" = pad 1 all round (PyTorch), "same" = bottom/right only."""
+  network = build_ssd(_extras_config("symmetric", batchnorm=False))
+  conv = network.get_layer("extra0_2_conv")
+  x = np.random.default_rng(0).normal(size=(1, 8, 8, conv.kernel.shape[2])).astype(np.float32)
+  expected = tf.nn.conv2d(x, conv.kernel, strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]]) + conv.bias
+  pad = network.get_layer("extra0_2_pad")
+  np.testing.assert_allclose(conv(pad(x)), expected, atol=1e-5)
+  same = tf.nn.conv2d(x, conv.kernel, strides=2, padding="SAME") + conv.bias
+  assert np.abs(same - expected).max() > 0.1  # the two paddings differ here
+
+
+def test_extra_levels_without_batchnorm_are_convs_with_biases():
+  network = build_ssd(_extras_config("same", batchnorm=False))
+  names = {layer.name for layer in network.layers}
+  assert not any(n.startswith("extra") and n.endswith("_bn") for n in names)
+  assert all(len(network.get_layer(f"extra{k}_{j}_conv").weights) == 2 for k in range(4) for j in (1, 2))
+  with_bn = build_ssd(_extras_config("same", batchnorm=True))
+  assert all(len(with_bn.get_layer(f"extra{k}_{j}_conv").weights) == 1 for k in range(4) for j in (1, 2))
+
+
+@pytest.mark.parametrize("name, mean, std", [("rgb_mean", (123.0, 117.0, 104.0), (1.0, 1.0, 1.0)),
+                                             ("torch", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))])
+def test_input_normalization_replaces_the_backbones(name, mean, std):
+  config = _small_config()
+  config.model.input_normalization = name
+  network = build_ssd(config)
+  layer = next(layer for layer in network.layers if layer.name.endswith("normalization"))
+  pixels = np.array([[[[200.0, 100.0, 50.0]]]], np.float32)
+  np.testing.assert_allclose(layer(pixels)[0, 0, 0], (pixels[0, 0, 0] - mean) / std, atol=1e-3)

@@ -16,18 +16,23 @@ def _np_iou(a, b):
   return inter / union if union > 0 else 0.0
 
 
-def _np_detections(boxes, scores, score_threshold, iou_threshold, max_per_class, max_total):
+def _np_detections(boxes, scores, score_threshold, iou_threshold, max_per_class, max_total, pre_nms_top_k=0,
+                   clip_boxes="after_nms"):
   """One image: boxes [N, 4] decoded, scores [N, C] foreground -> list of (score, class 1..C, box)."""
+  if clip_boxes == "before_nms":
+    boxes = np.clip(boxes, 0, 1)
   detections = []
   for c in range(scores.shape[1]):
-    candidates = [i for i in np.argsort(-scores[:, c]) if scores[i, c] > score_threshold]
+    candidates = [i for i in np.argsort(-scores[:, c], kind="stable")[:pre_nms_top_k or None]
+                  if scores[i, c] > score_threshold]
     kept = []
     for i in candidates:
       if len(kept) == max_per_class:
         break
       if all(_np_iou(boxes[i], boxes[k]) <= iou_threshold for k in kept):
         kept.append(i)
-    detections += [(scores[i, c], c + 1, np.clip(boxes[i], 0, 1)) for i in kept]
+    detections += [(scores[i, c], c + 1, boxes[i] if clip_boxes == "none" else np.clip(boxes[i], 0, 1))
+                   for i in kept]
   return sorted(detections, key=lambda d: -d[0])[:max_total]
 
 
@@ -39,6 +44,8 @@ def _softmax(logits):
 @pytest.mark.parametrize("settings", [
     dict(),                                                   # package defaults
     dict(score_threshold=0.1, iou_threshold=0.3, max_detections_per_class=7, max_detections=25),
+    dict(pre_nms_top_k=20, clip_boxes="before_nms"),          # torchvision's order (top-400 at full size)
+    dict(score_threshold=0.05, iou_threshold=0.5, pre_nms_top_k=30, clip_boxes="none"),  # NVIDIA's
 ])
 def test_matches_brute_force_nms_on_random_inputs(settings):
   rng = np.random.default_rng(0)
@@ -53,10 +60,12 @@ def test_matches_brute_force_nms_on_random_inputs(settings):
   defaults = dict(score_threshold=0.01, iou_threshold=0.45, max_detections_per_class=200, max_detections=200)
   settings = dict(defaults, **settings)
   boxes = box_ops.decode(loc_pred, anchors).numpy()
+  assert boxes.min() < 0 and boxes.max() > 1  # the clip modes differ on these inputs
   scores = _softmax(logits.astype(np.float64))[..., 1:]
   for i in range(2):
     expected = _np_detections(boxes[i], scores[i], settings["score_threshold"], settings["iou_threshold"],
-                              settings["max_detections_per_class"], settings["max_detections"])
+                              settings["max_detections_per_class"], settings["max_detections"],
+                              settings.get("pre_nms_top_k", 0), settings.get("clip_boxes", "after_nms"))
     count = int(result["num_detections"][i])
     assert count == len(expected) > 10
     np.testing.assert_allclose(result["scores"][i, :count], [d[0] for d in expected], rtol=1e-5)

@@ -33,7 +33,8 @@ class Backbone(NamedTuple):
     return keras.tree.flatten(self.model(self.normalization(images)))
 
 
-def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchronized=False, taps=None):
+def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchronized=False, taps=None,
+                   variant=""):
   """Builds backbone ``name`` (one of NAMES).
 
   ``taps``: the stages that feed the detector, finest first; None: the backbone's

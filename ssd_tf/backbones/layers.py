@@ -8,6 +8,8 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 # keras.applications 'caffe' preprocessing: BGR channels minus these means (pixels).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# torchvision's SSD300-VGG16 (detection transform): RGB in [0, 1] minus these, divided by 1/255.
+SSD_VGG16_MEAN_RGB = (0.48235, 0.45882, 0.40784)
 
 # He (Kaiming) normal, fan_out, as torchvision initializes its conv nets. A config, not an
 # instance: each layer deserializes its own initializer with its own seed (drawn from Python's
@@ -49,6 +51,14 @@ def torch_normalization(name="torch_normalization"):
 def caffe_normalization(name="caffe_normalization"):
   """RGB -> BGR minus the ImageNet mean, keras.applications' 'caffe' mode (ResNet50/101, VGG16)."""
   return ImageNormalization(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), bgr=True, name=name)
+
+
+def rgb_mean_normalization(name="rgb_mean_normalization"):
+  """RGB minus torchvision SSD300-VGG16's mean pixel (123.0, 117.0, 104.0), unscaled."""
+  return ImageNormalization([255.0 * m for m in SSD_VGG16_MEAN_RGB], (1.0, 1.0, 1.0), name=name)
+
+
+NORMALIZATIONS = {"caffe": caffe_normalization, "torch": torch_normalization, "rgb_mean": rgb_mean_normalization}
 
 
 def weighted_layer_names(model):

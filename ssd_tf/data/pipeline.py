@@ -243,7 +243,7 @@ def eval_dataset(config, input_context=None):
 
   def transform(item):
     element = decode(parse(item))
-    element["image"] = images.resize(element["image"], size)
+    element["image"] = images.resize(element["image"], size, config.model.resize_antialias)
     return pad_ground_truth(element, data_cfg.max_boxes)
 
   ds = ds.map(transform, num_parallel_calls=_parallel(data_cfg), deterministic=True)
