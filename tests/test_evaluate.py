@@ -95,6 +95,19 @@ def test_detections_to_coco_hand_values():
   assert json.loads(json.dumps(detections)) == detections  # plain Python types
 
 
+def test_detections_of_unused_labels_are_left_out():
+  """torchvision's COCO model has 90 labels, 10 of them unused slots named N/A: not scored."""
+  label_map = LabelMap([dict(label=1, category_id=11, name="fire hydrant"), dict(label=2, category_id=12, name="N/A"),
+                        dict(label=3, category_id=13, name="stop sign")])
+  detections = evaluate.detections_to_coco(
+      image_ids=np.array([7]), original_sizes=np.array([[100, 100]]),
+      boxes=np.array([[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6], [0.3, 0.3, 0.7, 0.7]]], np.float32),
+      scores=np.array([[0.9, 0.8, 0.7]], np.float32), labels=np.array([[1, 2, 3]]),
+      num_detections=np.array([3]), label_map=label_map)
+  assert [(d["category_id"], d["score"]) for d in detections] == [(11, np.float32(0.9)), (13, np.float32(0.7))]
+  np.testing.assert_allclose(detections[1]["bbox"], [30, 30, 40, 40], atol=1e-4)
+
+
 def test_detections_to_coco_rejects_bad_shapes():
   label_map = LabelMap([dict(label=1, category_id=1, name="a")])
   args = dict(image_ids=np.array([1]), original_sizes=np.array([[10, 10]]), boxes=np.zeros((1, 3, 4)),
