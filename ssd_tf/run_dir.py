@@ -79,7 +79,8 @@ def checkpoint_step(path):
 
 # Fields that change what a run's weights mean (architecture, classes, default boxes, box coding;
 # the input normalization comes with the backbone). anchors.feature_map_sizes is not one: the SSD
-# derives the sizes from the network and checks any stated ones against it.
+# derives the sizes from the network and checks any stated ones against it; nor is model.init_from,
+# which only says where a fresh run's first weights came from.
 MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.image_size", "model.num_classes",
                   "model.extra_layers", "model.head_kernel_size", "anchors.strides", "anchors.scales",
                   "anchors.min_scale", "anchors.max_scale", "anchors.aspect_ratios", "anchors.clip",
