@@ -91,10 +91,11 @@ def _log(report, source_model):
   for path in report.reinitialized:
     reason = "shape differs" if path in unused else "not in the source"
     layers.setdefault(reason, {})[_layer(path)] = None
+  groups = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in layers.items())
   logging.info("init_from: loaded %d of %d variables from %s (%s, %d classes); re-initialized %d%s",
                len(report.loaded), len(report.loaded) + len(report.reinitialized), report.checkpoint,
                source_model.backbone, source_model.num_classes, len(report.reinitialized),
-               "".join(f"; {', '.join(names)} ({reason})" for reason, names in layers.items()))
+               f" of {groups}" if groups else "")
   reinitialized = set(report.reinitialized)
   others = dict.fromkeys(_layer(path) for path in report.unused if path not in reinitialized)
   if others:

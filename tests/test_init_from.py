@@ -135,8 +135,36 @@ def test_the_log_names_counts_and_re_initialized_layers(source, caplog):
   assert f"model.backbone_weights='imagenet' not loaded: model.init_from={source['workdir']} gives the " \
          "backbone" in caplog.text
   assert (f"init_from: loaded 101 of 107 variables from {source['workdir']}/best/ckpt-2 (resnet18, "
-          "6 classes); re-initialized 6; level0_logits, level1_logits, level2_logits (shape differs)\n"
+          "6 classes); re-initialized 6 of level0_logits, level1_logits, level2_logits (shape differs)\n"
           ) in caplog.text
+
+
+def test_a_level_only_one_side_has_keeps_its_initialization_or_stays_unused(source, tmp_path, caplog):
+  config = _config(SOURCE_CLASSES)
+  config.model.extra_layers += ((32, 64, 2, "same"),)  # a fourth level, 1 x 1
+  config.anchors.aspect_ratios += ((2,),)
+  config.anchors.feature_map_sizes += (1,)
+  random.seed(config.seed)
+  deeper = SSD(config)
+  initial = train_helpers.model_weights(deeper.network)
+  with caplog.at_level("INFO", logger="absl"):
+    report = init_from.apply(deeper, str(source["workdir"]))
+  new_layers = ["extra2_1_conv", "extra2_1_bn", "extra2_2_conv", "extra2_2_bn", "level3_loc", "level3_logits"]
+  assert list(dict.fromkeys(p.split("/")[0] for p in report.reinitialized)) == new_layers
+  assert len(report.loaded) == 107 and report.unused == []
+  weights = train_helpers.model_weights(deeper.network)
+  for path in report.reinitialized:
+    np.testing.assert_array_equal(weights[path], initial[path], err_msg=path)
+  assert f"re-initialized 14 of {', '.join(new_layers)} (not in the source)\n" in caplog.text
+
+  # The other way round: the deeper SSD as the source of the source's architecture.
+  run_dir.init(str(tmp_path), config, _label_map(SOURCE_CLASSES))
+  prefix = deeper.checkpoint().save(str(tmp_path / "checkpoints" / "ckpt"))  # .../ckpt-1
+  caplog.clear()
+  with caplog.at_level("INFO", logger="absl"):
+    report = init_from.apply(SSD(_config(SOURCE_CLASSES)), prefix)
+  assert len(report.loaded) == 107 and report.reinitialized == [] and len(report.unused) == 14
+  assert f"layers of the source this SSD does not have: {', '.join(new_layers)}\n" in caplog.text
 
 
 def test_the_source_precision_does_not_change_the_targets(source, tmp_path):
