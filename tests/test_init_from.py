@@ -99,9 +99,21 @@ def test_fine_tuning_to_other_classes_loads_all_but_the_class_heads(source, fres
       np.testing.assert_array_equal(value, loaded[path], err_msg=path)
   # Loading is seen: the source's 2 steps moved every other variable away from the initialization,
   # but for the coarsest box head's bias (no ground truth matches a default box of level 2's scale).
-  assert [p for p in initial if not _is_head(p) and np.array_equal(loaded[p], fresh[p])] == ["level2_loc/bias"]
+  unmoved = [p for p in initial if not _is_head(p) and np.array_equal(loaded[p], fresh[p])]
+  assert unmoved == ["level2_loc/bias"]
   losses = fine_tuned["losses"]
   assert np.all(np.isfinite(losses)) and np.mean(losses[-2:]) < 0.4 * losses[0], losses
+
+
+def test_fine_tuning_under_a_mirrored_strategy_sets_every_replica(source, tmp_path):
+  config = _config(TARGET_CLASSES, source["workdir"])
+  trainer = train.Trainer(config, str(tmp_path), train_helpers.mirrored_strategy())
+  for variable in trainer.ssd.network.weights:
+    path, replicas = variable.path, variable.value.values
+    assert len(replicas) == 2, path
+    if not _is_head(path):
+      for replica in replicas:
+        np.testing.assert_array_equal(replica.numpy(), source["weights"][2][path], err_msg=path)
 
 
 def test_the_same_classes_load_every_variable_of_the_best_checkpoint(source):
@@ -168,7 +180,7 @@ def test_a_level_only_one_side_has_keeps_its_initialization_or_stays_unused(sour
 
 
 def test_the_source_precision_does_not_change_the_targets(source, tmp_path):
-  """A source trained in mixed_bfloat16 is built under the target's float32 policy (variables are float32 in both)."""
+  """A source trained in mixed_bfloat16 is built under the target's float32 policy."""
   shutil.copytree(source["workdir"], tmp_path / "run")
   config = json.loads((tmp_path / "run" / "config.json").read_text())
   config["train"]["mixed_precision"] = "mixed_bfloat16"
