@@ -74,6 +74,8 @@ def base_config():
   c.model = ml_collections.ConfigDict(dict(
       backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
       backbone_weights="imagenet", # None | "imagenet" | path to a weights file
+      init_from="",                # fine-tuning: a run directory or checkpoint prefix whose weights of the
+                                   # same name and shape start a fresh run (ssd_tf/init_from.py)
       backbone_taps=(),            # stages feeding the heads; (): the backbone's default (backbones/)
       backbone_variant="",         # "" (the backbone's default) | keras | torchvision (backbones/)
       input_normalization="",      # "" (the backbone's) | caffe | torch | rgb_mean (backbones/layers.py)

@@ -79,7 +79,8 @@ def checkpoint_step(path):
 
 # Fields that change what a run's weights mean (architecture, classes, input normalization and
 # resizing, default boxes, box coding). anchors.feature_map_sizes is not one: the SSD derives the
-# sizes from the network and checks any stated ones against it.
+# sizes from the network and checks any stated ones against it; nor is model.init_from, which only
+# says where a fresh run's first weights came from.
 MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.backbone_variant", "model.input_normalization",
                   "model.resize_antialias", "model.image_size", "model.num_classes", "model.extra_layers",
                   "model.extra_batchnorm", "model.head_kernel_size", "anchors.strides", "anchors.scales",

@@ -42,7 +42,8 @@ class SSD:
     """Builds the network under config.train.mixed_precision (set as Keras' global policy).
 
     ``backbone_weights``: None (random, or a checkpoint restores every weight), "imagenet" or
-    a weights file; training passes config.model.backbone_weights.
+    a weights file; training passes config.model.backbone_weights (None when model.init_from
+    gives the weights: ssd_tf/init_from.py).
     """
     set_precision_policy(config.train)
     self.config = config

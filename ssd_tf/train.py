@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from ssd_tf import bookkeeping
 from ssd_tf import distribute
+from ssd_tf import init_from
 from ssd_tf import optim
 from ssd_tf import progress
 from ssd_tf.data import pipeline
@@ -65,7 +66,7 @@ class Trainer:
     # shuffle with a tensor seed, which the training pipeline uses.)
     random.seed(config.seed)
     with strategy.scope():
-      self.ssd = SSD(config, backbone_weights=config.model.backbone_weights)
+      self.ssd = SSD(config, backbone_weights=init_from.backbone_weights(config.model))
       self.optimizer = optim.make_optimizer(config.train)
       self.optimizer.build(self.ssd.network.trainable_variables)
     # Training steps run (= batches consumed). Not optimizer.iterations: under mixed_float16 the
@@ -74,12 +75,22 @@ class Trainer:
     self.books = bookkeeping.Bookkeeper(
         self.ssd.checkpoint(optimizer=self.optimizer, step=self.steps_run), workdir, strategy,
         keep=config.train.keep_checkpoints)
+    if config.model.init_from:
+      self._init_from(config.model.init_from)
     self.train_step = self._make_train_step()  # distributed iterator -> summed loss terms
 
   @property
   def step(self):
     """Training steps run so far (restored from checkpoints)."""
     return int(self.steps_run.numpy())
+
+  def _init_from(self, source):
+    """Fine-tuning: a fresh run takes the weights of ``source``; a resumed one its own checkpoint's."""
+    own = self.books.latest.latest_checkpoint
+    if own:
+      logging.info("model.init_from=%s ignored: the run resumes from its own checkpoint %s", source, own)
+    else:
+      init_from.apply(self.ssd, source)
 
   # --- the step -------------------------------------------------------------------------------
 
