@@ -1,4 +1,4 @@
-"""Backbones: tap shapes, input normalizations, L2Normalization, weight transfer and weight files."""
+"""Backbones: tap shapes, variants, input normalizations, L2Normalization, weight transfer and weight files."""
 
 import warnings
 
@@ -26,6 +26,12 @@ def _randomize(model, seed):
 
 def _images(seed, size, batch=2):
   return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, size, size, 3)).astype(np.float32)
+
+
+def _one_line_error(excinfo):
+  message = str(excinfo.value)
+  assert "\n" not in message, message
+  return message
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,6 +68,8 @@ def test_torch_normalization_is_mean_std_on_rgb():
   mean, std = np.array(layers.IMAGENET_MEAN_RGB), np.array(layers.IMAGENET_STD_RGB)
   expected = (images / 255.0 - mean) / std
   np.testing.assert_allclose(resnet.normalization(18)(images), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(build_backbone("resnet50", variant="torchvision").normalization(images), expected,
+                             rtol=1e-5, atol=1e-5)
   assert isinstance(build_backbone("resnet34").normalization, layers.ImageNormalization)
 
 
@@ -187,6 +195,51 @@ def test_unknown_name_and_missing_imagenet_weights():
     build_backbone("resnet152")
   with pytest.raises(ValueError, match="keras.applications has no ImageNet weights for resnet18.*weights.h5"):
     build_backbone("resnet18", "imagenet")
+
+
+def _conv(x, kernel, stride=1, pad=0):
+  """torch.nn.Conv2d without bias: ``pad`` zeros on every side, then a strided cross-correlation."""
+  return tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]]).numpy()
+
+
+def test_resnet50_torchvision_variant_is_v1_5():
+  """conv3's first bottleneck (stride 2, on an even 16x16 map) against torchvision's definition in tf.nn
+  ops: conv1 1x1 -> conv2 3x3 stride 2 padding 1 -> conv3 1x1, downsample 1x1 stride 2; no conv biases;
+  BatchNorm epsilon 1e-5. Same layer names as the "keras" variant."""
+  model = resnet.build_resnet(50, taps=("conv3", "conv4"), variant="torchvision")
+  assert layers.weighted_layer_names(model) == layers.weighted_layer_names(resnet.build_resnet(50))
+  _randomize(model, 11)
+  block = keras.Model(model.get_layer("conv3_block1_1_conv").input, model.get_layer("conv3_block1_out").output)
+  x = np.abs(np.random.default_rng(12).normal(size=(2, 16, 16, 256))).astype(np.float32)
+
+  def conv_bn(x, j, stride=1, pad=0):
+    (kernel,) = model.get_layer(f"conv3_block1_{j}_conv").get_weights()  # no bias
+    gamma, beta, mean, variance = model.get_layer(f"conv3_block1_{j}_bn").get_weights()
+    return (_conv(x, kernel, stride, pad) - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+
+  y = np.maximum(conv_bn(x, 1), 0.0)
+  y = np.maximum(conv_bn(y, 2, stride=2, pad=1), 0.0)
+  expected = np.maximum(conv_bn(y, 3) + conv_bn(x, 0, stride=2), 0.0)
+  actual = block(x).numpy()
+  assert actual.shape == (2, 8, 8, 512)
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_variants_default_and_errors():
+  assert [resnet.resolve_variant(d) for d in (18, 34, 50, 101)] == ["torchvision"] * 2 + ["keras"] * 2
+  keras_v1 = build_backbone("resnet50").model
+  assert keras_v1.get_layer("conv1_conv").use_bias and keras_v1.get_layer("conv1_bn").epsilon == 1.001e-5
+  torchvision = build_backbone("resnet50", variant="torchvision").model
+  assert not torchvision.get_layer("conv1_conv").use_bias and torchvision.get_layer("conv1_bn").epsilon == 1e-5
+  cases = [(dict(name="resnet18", variant="keras"), "resnet18 exists only as variant 'torchvision'"),
+           (dict(name="resnet50", variant="v2"), "must be '', 'keras' or 'torchvision', got 'v2'"),
+           (dict(name="vgg16", variant="keras"), "vgg16 has a single variant: model.backbone_variant"),
+           (dict(name="resnet50", weights="imagenet", variant="torchvision"),
+            "keras.applications' ResNet50, variant 'keras'.*backbone_variant='torchvision'")]
+  for kwargs, match in cases:
+    with pytest.raises(ValueError, match=match) as excinfo:
+      build_backbone(**kwargs)
+    _one_line_error(excinfo)
 
 
 def test_custom_layers_serialize():
