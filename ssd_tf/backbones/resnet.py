@@ -31,6 +31,13 @@ from ssd_tf.backbones import layers
 BLOCKS = {18: (2, 2, 2), 34: (3, 4, 6), 50: (3, 4, 6), 101: (3, 4, 23)}
 _STAGE_WIDTHS = (64, 128, 256)
 _KERAS_APPLICATIONS = {50: "ResNet50", 101: "ResNet101"}
+# The ImageNet files keras.applications.ResNet50/101(include_top=False) download: name and md5,
+# as keras/src/applications/resnet.py has them.
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_FILES = {
+    50: ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5", "88cf7a10940856eca736dc7b7e228a21"),
+}
 VARIANTS = ("keras", "torchvision")
 TAPS = (("conv4",), ("conv3", "conv4"))
 
@@ -156,17 +163,29 @@ def copy_keras_applications_weights(model, source):
   layers.copy_layer_weights(model, source, layers.weighted_layer_names(model))
 
 
-def load_imagenet_weights(model, depth, variant=""):
-  """Downloads keras.applications' ImageNet ResNet-50/101 and copies it into ``model``."""
+def download_imagenet_weights(depth):
+  """Downloads (once, into ~/.keras/models, hash-checked) the file keras.applications.ResNet50/101
+  (include_top=False) loads for weights="imagenet"; returns its path."""
   if depth not in _KERAS_APPLICATIONS:
     raise ValueError(
         f"keras.applications has no ImageNet weights for resnet{depth} (only ResNet50/101). Set "
-        f"model.backbone_weights to a .weights.h5 file saved from "
-        f"ssd_tf.backbones.build_backbone('resnet{depth}').model (e.g. converted from torchvision or a "
-        f"KerasHub preset, see README), or to None to start from random weights")
-  if resolve_variant(depth, variant) != "keras":
-    raise ValueError(f"backbone_weights='imagenet' are keras.applications' ResNet{depth}, variant 'keras'; "
-                     f"for model.backbone_variant='torchvision' set model.backbone_weights to a .weights.h5 "
-                     f"file saved from build_backbone('resnet{depth}', variant='torchvision').model")
-  source = getattr(keras.applications, _KERAS_APPLICATIONS[depth])(include_top=False, weights="imagenet")
+        f"model.backbone_weights to a torchvision .pth file, a .weights.h5 file saved from "
+        f"ssd_tf.backbones.build_backbone('resnet{depth}').model, or None to start from random weights")
+  name, md5 = IMAGENET_FILES[depth]
+  return keras.utils.get_file(name, IMAGENET_URL + name, cache_subdir="models", file_hash=md5)
+
+
+def load_imagenet_weights_file(model, depth, path):
+  """Loads keras.applications' ResNet50/101 ImageNet file ``path`` (``download_imagenet_weights``)
+  into ``model``, a ResNet-``depth`` of variant "keras"."""
+  source = getattr(keras.applications, _KERAS_APPLICATIONS[depth])(include_top=False, weights=path)
   copy_keras_applications_weights(model, source)
+
+
+def load_imagenet_weights(model, depth, variant=""):
+  """Downloads keras.applications' ImageNet ResNet-50/101 and copies it into ``model``."""
+  if depth in _KERAS_APPLICATIONS and resolve_variant(depth, variant) != "keras":
+    raise ValueError(f"backbone_weights='imagenet' are keras.applications' ResNet{depth}, variant 'keras'; "
+                     f"for model.backbone_variant='torchvision' set model.backbone_weights to a torchvision "
+                     f".pth file")
+  load_imagenet_weights_file(model, depth, download_imagenet_weights(depth))
