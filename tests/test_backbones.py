@@ -1,11 +1,15 @@
-"""Backbones: tap shapes, input normalizations, L2Normalization, weight transfer and weight files."""
+"""Backbones: tap shapes, variants, input normalizations, L2Normalization, weight transfer and weight files."""
 
+import inspect
 import warnings
 
+import h5py
 import keras
+import keras.src.utils.file_utils
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.legacy.saving import legacy_h5_format
 
 from ssd_tf.backbones import NAMES, build_backbone, layers, resnet, vgg
 
@@ -26,6 +30,12 @@ def _randomize(model, seed):
 
 def _images(seed, size, batch=2):
   return np.random.default_rng(seed).uniform(0.0, 255.0, (batch, size, size, 3)).astype(np.float32)
+
+
+def _one_line_error(excinfo):
+  message = str(excinfo.value)
+  assert "\n" not in message, message
+  return message
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,6 +72,8 @@ def test_torch_normalization_is_mean_std_on_rgb():
   mean, std = np.array(layers.IMAGENET_MEAN_RGB), np.array(layers.IMAGENET_STD_RGB)
   expected = (images / 255.0 - mean) / std
   np.testing.assert_allclose(resnet.normalization(18)(images), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(build_backbone("resnet50", variant="torchvision").normalization(images), expected,
+                             rtol=1e-5, atol=1e-5)
   assert isinstance(build_backbone("resnet34").normalization, layers.ImageNormalization)
 
 
@@ -135,23 +147,6 @@ def test_vgg16_copies_keras_applications_conv_layers():
     np.testing.assert_array_equal(ours, theirs)
 
 
-def test_vgg16_conv6_conv7_subsample_fc6_fc7():
-  source = keras.applications.VGG16(weights=None, include_top=True)  # 138M parameters: 3-7 s to build
-  model = vgg.build_vgg16()
-  assert vgg.copy_keras_applications_weights(model, source)[-2:] == ["conv6", "conv7"]
-  fc6_kernel, fc6_bias = source.get_layer("fc1").get_weights()
-  fc7_kernel, fc7_bias = source.get_layer("fc2").get_weights()
-  conv6_kernel, conv6_bias = model.get_layer("conv6").get_weights()
-  conv7_kernel, conv7_bias = model.get_layer("conv7").get_weights()
-  assert conv6_kernel.shape == (3, 3, 512, 1024) and conv7_kernel.shape == (1, 1, 1024, 1024)
-  for y, x, c, o in [(0, 0, 0, 0), (1, 2, 17, 5), (2, 1, 511, 1023)]:
-    # Flatten order of fc6's [7, 7, 512] input: (row * 7 + column) * 512 + channel
-    assert conv6_kernel[y, x, c, o] == fc6_kernel[(3 * y * 7 + 3 * x) * 512 + c, 4 * o]
-  np.testing.assert_array_equal(conv6_bias, fc6_bias[::4])
-  np.testing.assert_array_equal(conv7_kernel[0, 0], fc7_kernel[::4, ::4])
-  np.testing.assert_array_equal(conv7_bias, fc7_bias[::4])
-
-
 def test_copy_reports_mismatched_layers():
   with pytest.raises(ValueError, match="conv1_conv.*weight shapes"):
     resnet.copy_keras_applications_weights(resnet.build_resnet(18), resnet.build_resnet(50))
@@ -185,8 +180,136 @@ def test_weights_file_errors(tmp_path):
 def test_unknown_name_and_missing_imagenet_weights():
   with pytest.raises(ValueError, match="resnet152.*resnet18, resnet34, resnet50, resnet101, vgg16"):
     build_backbone("resnet152")
-  with pytest.raises(ValueError, match="keras.applications has no ImageNet weights for resnet18.*weights.h5"):
+  with pytest.raises(ValueError, match="keras.applications has no ImageNet weights for resnet18.*pth"):
     build_backbone("resnet18", "imagenet")
+
+
+def _conv(x, kernel, stride=1, pad=0):
+  """torch.nn.Conv2d without bias: ``pad`` zeros on every side, then a strided cross-correlation."""
+  return tf.nn.conv2d(x, kernel, stride, [[0, 0], [pad, pad], [pad, pad], [0, 0]]).numpy()
+
+
+def test_resnet50_torchvision_variant_is_v1_5():
+  """conv3's first bottleneck (stride 2, on an even 16x16 map) against torchvision's definition in tf.nn
+  ops: conv1 1x1 -> conv2 3x3 stride 2 padding 1 -> conv3 1x1, downsample 1x1 stride 2; no conv biases;
+  BatchNorm epsilon 1e-5. Same layer names as the "keras" variant."""
+  model = resnet.build_resnet(50, taps=("conv3", "conv4"), variant="torchvision")
+  assert layers.weighted_layer_names(model) == layers.weighted_layer_names(resnet.build_resnet(50))
+  _randomize(model, 11)
+  block = keras.Model(model.get_layer("conv3_block1_1_conv").input, model.get_layer("conv3_block1_out").output)
+  x = np.abs(np.random.default_rng(12).normal(size=(2, 16, 16, 256))).astype(np.float32)
+
+  def conv_bn(x, j, stride=1, pad=0):
+    (kernel,) = model.get_layer(f"conv3_block1_{j}_conv").get_weights()  # no bias
+    gamma, beta, mean, variance = model.get_layer(f"conv3_block1_{j}_bn").get_weights()
+    return (_conv(x, kernel, stride, pad) - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+
+  y = np.maximum(conv_bn(x, 1), 0.0)
+  y = np.maximum(conv_bn(y, 2, stride=2, pad=1), 0.0)
+  expected = np.maximum(conv_bn(y, 3) + conv_bn(x, 0, stride=2), 0.0)
+  actual = block(x).numpy()
+  assert actual.shape == (2, 8, 8, 512)
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_variants_default_and_errors():
+  assert [resnet.resolve_variant(d) for d in (18, 34, 50, 101)] == ["torchvision"] * 2 + ["keras"] * 2
+  keras_v1 = build_backbone("resnet50").model
+  assert keras_v1.get_layer("conv1_conv").use_bias and keras_v1.get_layer("conv1_bn").epsilon == 1.001e-5
+  torchvision = build_backbone("resnet50", variant="torchvision").model
+  assert not torchvision.get_layer("conv1_conv").use_bias and torchvision.get_layer("conv1_bn").epsilon == 1e-5
+  cases = [(dict(name="resnet18", variant="keras"), "resnet18 exists only as variant 'torchvision'"),
+           (dict(name="resnet50", variant="v2"), "must be '', 'keras' or 'torchvision', got 'v2'"),
+           (dict(name="vgg16", variant="keras"), "vgg16 has a single variant: model.backbone_variant"),
+           (dict(name="resnet50", weights="imagenet", variant="torchvision"),
+            "keras.applications' ResNet50, variant 'keras'.*backbone_variant='torchvision'.*pth")]
+  for kwargs, match in cases:
+    with pytest.raises(ValueError, match=match) as excinfo:
+      build_backbone(**kwargs)
+    _one_line_error(excinfo)
+
+
+def _offline_get_file(monkeypatch, folder):
+  """keras.utils.get_file, for keras.applications and for ssd_tf, returns the file of that name in
+  ``folder`` instead of downloading; returns the list of the calls' arguments."""
+  calls = []
+  signature = inspect.signature(keras.utils.get_file)
+
+  def get_file(*args, **kwargs):
+    calls.append(dict(signature.bind(*args, **kwargs).arguments))
+    return str(folder / calls[-1]["fname"])
+
+  monkeypatch.setattr(keras.utils, "get_file", get_file)
+  monkeypatch.setattr(keras.src.utils.file_utils, "get_file", get_file)  # keras.applications' reference
+  return calls
+
+
+def _save_like_keras_applications(model, path):
+  """Writes ``model``'s weights as keras.applications' downloads hold them: a legacy Keras HDF5 file."""
+  with h5py.File(path, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_resnet_imagenet_weights_load_like_keras_applications(depth, tmp_path, monkeypatch):
+  """weights="imagenet" offline: the file keras.applications downloads (same get_file call), loaded by
+  the code that follows the download, gives keras.applications' conv3 and conv4 activations."""
+  application = getattr(keras.applications, f"ResNet{depth}")
+  source = application(include_top=False, weights=None)
+  _randomize(source, depth)
+  _save_like_keras_applications(source, tmp_path / resnet.IMAGENET_FILES[depth][0])
+  calls = _offline_get_file(monkeypatch, tmp_path)
+  reference = application(include_top=False, weights="imagenet")
+  _assert_same_weights(reference, source)
+
+  backbone = build_backbone(f"resnet{depth}", "imagenet", taps=("conv3", "conv4"))
+  assert calls[1] == calls[0] and calls[0]["fname"].endswith("_weights_tf_dim_ordering_tf_kernels_notop.h5")
+  taps = [f"conv3_block{resnet.BLOCKS[depth][1]}_out", f"conv4_block{resnet.BLOCKS[depth][2]}_out"]
+  images = _images(12, 64)
+  expected = keras.Model(reference.input, [reference.get_layer(name).output for name in taps])(
+      keras.applications.resnet.preprocess_input(images.copy()))
+  actual = backbone.taps(images)
+  assert [a.shape for a in actual] == [e.shape for e in expected] == [(2, 8, 8, 512), (2, 4, 4, 1024)]
+  for a, e in zip(actual, expected):
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def test_vgg16_imagenet_weights_load_like_keras_applications(tmp_path, monkeypatch):
+  """weights="imagenet" offline, as for the ResNets; the file has the classifier top (138M parameters),
+  and the SSD's conv6 / conv7 must compute the paper's subsampled fc6 / fc7: conv6 is a 3x3 conv
+  dilated 6 whose tap (i, j) is fc6's input (3i, 3j) for every 4th output, conv7 every 4th of fc7."""
+  source = keras.applications.VGG16(include_top=True, weights=None)
+  _randomize(source, 13)
+  _save_like_keras_applications(source, tmp_path / vgg.IMAGENET_FILE)
+  del source
+  calls = _offline_get_file(monkeypatch, tmp_path)
+  reference = keras.applications.VGG16(include_top=True, weights="imagenet")
+  backbone = build_backbone("vgg16", "imagenet")
+  assert calls[1] == calls[0] and calls[0]["fname"] == "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+
+  images = _images(14, 224, batch=1)  # include_top fixes keras.applications' input to 224x224
+  block4, block5 = keras.Model(reference.input, [reference.get_layer(f"block{b}_conv3").output for b in (4, 5)])(
+      keras.applications.vgg16.preprocess_input(images.copy()))
+  block4, block5 = block4.numpy(), block5.numpy()
+  conv4_3 = 20.0 * block4 / np.linalg.norm(block4, axis=-1, keepdims=True)
+  size = block5.shape[1]  # 14
+  padded = np.pad(block5, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+  pool5 = np.max([padded[:, i:i + size, j:j + size] for i in range(3) for j in range(3)], axis=0)
+  fc6_kernel, fc6_bias = reference.get_layer("fc1").get_weights()  # [7 * 7 * 512, 4096], row-major input
+  fc7_kernel, fc7_bias = reference.get_layer("fc2").get_weights()
+  padded = np.pad(pool5, ((0, 0), (6, 6), (6, 6), (0, 0)))
+  conv6 = fc6_bias[::4]
+  for i in range(3):
+    for j in range(3):
+      row = (3 * i * 7 + 3 * j) * 512
+      conv6 = conv6 + padded[:, 6 * i:6 * i + size, 6 * j:6 * j + size] @ fc6_kernel[row:row + 512, ::4]
+  conv7 = np.maximum(np.maximum(conv6, 0.0) @ fc7_kernel[::4, ::4] + fc7_bias[::4], 0.0)
+
+  actual = backbone.taps(images)
+  assert [a.shape for a in actual] == [(1, 28, 28, 512), (1, 14, 14, 1024)]
+  for a, e in zip(actual, (conv4_3, conv7)):
+    assert np.abs(e).max() > 0.0
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
 
 
 def test_custom_layers_serialize():

@@ -1,10 +1,14 @@
 """Backbone registry: a name -> the feature-tap model and the input normalization it expects.
 
-| name | taps (300 px input) | normalization | ImageNet weights |
-| --- | --- | --- | --- |
-| resnet18, resnet34 | conv4: 38x38x256 | torch mean/std | none in keras.applications: pass a file |
-| resnet50, resnet101 | conv4: 38x38x1024 | caffe (BGR - mean) | keras.applications ResNet50/101 |
-| vgg16 | conv4_3 (L2-normalized): 38x38x512, conv7: 19x19x1024 | caffe | keras.applications VGG16 |
+| name | variant (model.backbone_variant) | taps (300 px input) | normalization | ImageNet weights |
+| --- | --- | --- | --- | --- |
+| resnet18, resnet34 | "torchvision" (the only one) | conv4: 38x38x256 | torch mean/std | torchvision .pth |
+| resnet50, resnet101 | "keras" (default): v1 | conv4: 38x38x1024 | caffe (BGR - mean) | "imagenet" |
+| resnet50, resnet101 | "torchvision": v1.5 | conv4: 38x38x1024 | torch mean/std | torchvision .pth |
+| vgg16 | "" only | conv4_3 (L2-normalized): 38x38x512, conv7: 19x19x1024 | caffe | "imagenet" |
+
+"imagenet": keras.applications' ResNet50/101 or VGG16 (downloaded); torchvision .pth: a file of
+torchvision's ImageNet ResNets (``ssd_tf.convert``; reading it needs torch).
 
 ResNets can also tap ("conv3", "conv4"): 38x38x128 and 19x19x256 (ResNet-18/34),
 38x38x512 and 19x19x1024 (ResNet-50/101); see ``resnet.TAPS``.
@@ -14,8 +18,10 @@ import os
 from typing import NamedTuple
 
 import keras
+from absl import logging
 
 from ssd_tf.backbones import resnet, vgg
+from ssd_tf.convert import pth, torchvision_resnet
 
 NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
 
@@ -40,20 +46,27 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
   ``taps``: the stages that feed the detector, finest first; None: the backbone's
   default (the table above). Only the ResNets offer a choice (``resnet.TAPS``).
 
+  ``variant``: "" (the backbone's default) or, for the ResNets, "keras" or
+  "torchvision" (the table above; ``resnet.VARIANTS``).
+
   ``weights``: None or "" (random initialization), "imagenet" (keras.applications
-  download; resnet50, resnet101, vgg16) or the path of a ``.weights.h5`` file saved
-  with ``build_backbone(name).model.save_weights(path)``. The BatchNorm arguments
-  apply to the ResNets (VGG-16 has no BatchNorm).
+  download; resnet50, resnet101 of variant "keras", vgg16), the path of a torchvision
+  ResNet ``.pth`` / ``.pt`` file (variant "torchvision"; reading it needs torch) or of a
+  ``.weights.h5`` file saved with ``build_backbone(name, variant=...).model.save_weights(path)``.
+  The BatchNorm arguments apply to the ResNets (VGG-16 has no BatchNorm).
   """
   if name == "vgg16":
     if taps and tuple(taps) != vgg.TAPS:
       raise ValueError(f"vgg16 taps are fixed to {vgg.TAPS}, got {tuple(taps)}")
+    if variant:
+      raise ValueError(f"vgg16 has a single variant: model.backbone_variant must be '', got {variant!r}")
     model, normalization = vgg.build_vgg16(), vgg.normalization()
   elif name in NAMES:
     depth = int(name[len("resnet"):])
+    variant = resnet.resolve_variant(depth, variant)
     model = resnet.build_resnet(depth, taps=taps or resnet.TAPS[0], batchnorm_momentum=batchnorm_momentum,
-                                batchnorm_synchronized=batchnorm_synchronized)
-    normalization = resnet.normalization(depth)
+                                batchnorm_synchronized=batchnorm_synchronized, variant=variant)
+    normalization = resnet.normalization(depth, variant)
   else:
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NAMES)}")
 
@@ -61,16 +74,32 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
     if name == "vgg16":
       vgg.load_imagenet_weights(model)
     else:
-      resnet.load_imagenet_weights(model, depth)
+      resnet.load_imagenet_weights(model, depth, variant)
+  elif weights and os.fspath(weights).endswith((".pth", ".pt")):
+    _load_torchvision_file(name, model, variant, os.fspath(weights))
   elif weights:
     _load_weights_file(model, os.fspath(weights))
   return Backbone(model, normalization)
 
 
+def _load_torchvision_file(name, model, variant, path):
+  if name == "vgg16":
+    raise ValueError(f"{path}: vgg16 takes no PyTorch weights (only the torchvision ResNets convert); use "
+                     f"'imagenet' or a .weights.h5 file")
+  if variant != "torchvision":
+    raise ValueError(f"{path} holds torchvision ResNet weights: set model.backbone_variant='torchvision' "
+                     f"for {name} (variant '{variant}' is keras.applications' ResNet)")
+  unused = torchvision_resnet.load_resnet(model, pth.read_state_dict(path), int(name[len("resnet"):]), source=path)
+  if unused:
+    logging.info("%s: %d entries unused (the SSD backbone stops after layer3): %s", path, len(unused),
+                 ", ".join(f"{prefix}* ({sum(key.startswith(prefix) for key in unused)})"
+                           for prefix in torchvision_resnet.UNUSED_PREFIXES))
+
+
 def _load_weights_file(model, path):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"backbone weights file {path} not found (backbone_weights takes None, "
-                            f"'imagenet' or a .weights.h5 file saved from "
+                            f"'imagenet', a torchvision .pth file or a .weights.h5 file saved from "
                             f"build_backbone('{model.name}').model)")
   try:
     model.load_weights(path)

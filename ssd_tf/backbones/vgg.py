@@ -19,6 +19,10 @@ from ssd_tf.backbones import layers
 # (convs, channels) of blocks 1..5.
 _BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 TAPS = ("conv4_3", "conv7")
+# keras.applications' ImageNet file with the top, as keras/src/applications/vgg16.py names and hashes it.
+IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+IMAGENET_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{IMAGENET_FILE}"
+IMAGENET_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, (convs, _) in enumerate(_BLOCKS, start=1)
                     for i in range(1, convs + 1))
 
@@ -99,9 +103,18 @@ def copy_keras_applications_weights(model, source):
   return names
 
 
-def load_imagenet_weights(model):
-  """Downloads keras.applications' ImageNet VGG16 with its top (528 MB) and copies it into ``model``.
+def download_imagenet_weights():
+  """Downloads (once, into ~/.keras/models, hash-checked) the file keras.applications.VGG16
+  (include_top=True, 528 MB) loads for weights="imagenet"; returns its path."""
+  return keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5)
 
-  The top is needed for the paper's subsampled conv6/conv7 initialization.
-  """
-  copy_keras_applications_weights(model, keras.applications.VGG16(include_top=True, weights="imagenet"))
+
+def load_imagenet_weights_file(model, path):
+  """Loads keras.applications' VGG16 ImageNet file ``path`` (with the top: the paper's conv6/conv7
+  subsample fc6/fc7) into ``model``."""
+  copy_keras_applications_weights(model, keras.applications.VGG16(include_top=True, weights=path))
+
+
+def load_imagenet_weights(model):
+  """Downloads keras.applications' ImageNet VGG16 with its top and copies it into ``model``."""
+  load_imagenet_weights_file(model, download_imagenet_weights())
