@@ -1,4 +1,4 @@
-r"""ssd_tf command line: quickstart, prepare data, train, evaluate, predict.
+r"""ssd_tf command line: quickstart, prepare data, train, evaluate, predict, convert.
 
   python main.py       # the quickstart: synthetic data -> train -> eval -> export, on a CPU
 
@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from ssd_tf import cli
 
-MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict")
+MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict", "convert")
 QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,7 +28,8 @@ _MODE = flags.DEFINE_enum(
     "(default runs/quickstart). "
     "synthetic: write the synthetic COCO-layout dataset to config.data.coco_dir. "
     "prepare: COCO json + images in config.data.coco_dir -> TFRecords in config.data.tfrecord_dir. "
-    "train / eval / train_and_eval: in --workdir. predict: --images -> JSON + annotated images.")
+    "train / eval / train_and_eval: in --workdir. predict: --images -> JSON + annotated images. "
+    "convert: a published detector checkpoint (--source) -> a run directory in --workdir.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, TensorBoard logs, label map, metrics, exports.")
 _SPLITS = flags.DEFINE_list(
@@ -43,6 +44,10 @@ _IMAGES = flags.DEFINE_list("images", None, "predict: image files, folders or gl
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "predict: where detections.json and annotated images go "
     "(default: <workdir>/predictions, or predictions/ beside --saved_model, never inside it).")
+_SOURCE = flags.DEFINE_string(
+    "source", None, "convert: the published checkpoint (.pth/.pt: torchvision SSD300-VGG16 or NVIDIA "
+    "SSD300-ResNet50; reading it needs torch).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "convert: replace the run in a non-empty --workdir.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 
@@ -56,6 +61,8 @@ def run(mode, config):
   """Dispatches one mode; TensorFlow is imported only here."""
   if mode == "predict" and not _IMAGES.value:
     raise ValueError("--mode=predict needs --images (files, folders or globs)")
+  if mode == "convert" and not _SOURCE.value:
+    raise ValueError("--mode=convert needs --source (a .pth checkpoint)")
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
   if mode == "quickstart":
     return runner.quickstart(config, _WORKDIR.value or os.path.join("runs", "quickstart"))
@@ -72,6 +79,8 @@ def run(mode, config):
   if mode == "predict":
     return runner.predict_images(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
                                  saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
+  if mode == "convert":
+    return runner.convert_run(config, _SOURCE.value, _require_workdir(), overwrite=_OVERWRITE.value)
   raise ValueError(f"unknown --mode={mode}")
 
 

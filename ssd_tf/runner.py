@@ -5,13 +5,17 @@ The run directory's layout is ssd_tf/run_dir.py's.
 
 import json
 import os
+import shutil
 import time
+
+import tensorflow as tf
 
 from ssd_tf import api
 from ssd_tf import distribute
 from ssd_tf import files
 from ssd_tf import run_dir
 from ssd_tf import run_lock
+from ssd_tf.convert import detectors
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
 from ssd_tf.data import synthetic
@@ -97,6 +101,28 @@ def evaluate_run(config, workdir, checkpoint=None):
   files.check_writable(output_dir)
   ssd, _ = _restored_ssd(config, workdir, path)
   return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
+
+
+def convert_run(config, source, workdir, overwrite=False):
+  """A published detector checkpoint (convert.DETECTORS) -> a run directory: checkpoints/ckpt-0,
+  config.json, label_map.json, which eval, predict, export, training (init_from) and
+  ssd_tf.load use as they use a trained run."""
+  if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
+    raise ValueError(f"--workdir={workdir} is not empty: give a new directory, or --overwrite to "
+                     "replace its config, label map and checkpoints")
+  files.check_writable(workdir)
+  lock = run_lock.acquire(workdir)  # one writer per run directory
+  try:
+    ssd, label_map = detectors.convert_detector(config, source)
+    for name in ("checkpoints", "best"):
+      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    run_dir.init(workdir, config, label_map)
+    path = tf.train.CheckpointManager(ssd.checkpoint(), os.path.join(workdir, "checkpoints"),
+                                      max_to_keep=1).save(checkpoint_number=0)
+  finally:
+    lock.close()
+  print(f"Converted {source} into {workdir} (checkpoint {path})", flush=True)
+  return path
 
 
 def export_run(config, workdir, checkpoint=None, export_dir=None):

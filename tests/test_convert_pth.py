@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd_tf.convert import pth
+from ssd_tf.convert import pth, weights
 
 
 def _arrays():
@@ -99,7 +99,7 @@ def test_read_state_dict_without_torch_says_how_to_install_it(tmp_path, monkeypa
 
 
 def test_state_dict_take_and_check_consumed():
-  state = pth.StateDict({**_arrays(), "fc.weight": np.zeros((10, 4), np.float32)}, "x.pth")
+  state = weights.StateDict({**_arrays(), "fc.weight": np.zeros((10, 4), np.float32)}, "x.pth")
   np.testing.assert_array_equal(state.take("conv1.weight", (4, 3, 3, 3)), _arrays()["conv1.weight"])
   with pytest.raises(ValueError) as excinfo:
     state.take("bn1.running_var", (8,))

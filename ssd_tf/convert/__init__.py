@@ -1,7 +1,7 @@
-"""Converters of published PyTorch weights into this package's Keras models.
+"""Converted published weights, in small modules with one job each.
 
-``pth``: reads a PyTorch checkpoint file (.pth / .pt) into NumPy arrays, and the
-accounting that proves a converter used every entry. ``torchvision_resnet``:
-torchvision's ImageNet ResNet-18/34/50/101 into the "torchvision" variant of
-``ssd_tf.backbones.resnet``. Only reading a .pth file needs torch.
+``pth`` reads a PyTorch checkpoint file (the one place torch is imported); ``weights`` accounts
+for every entry and every Keras weight while copying; ``torchvision_resnet`` (ImageNet ResNets
+-> backbone weights), ``torchvision_ssd`` and ``nvidia_ssd`` (COCO detectors -> whole SSDs) map
+names and layouts; ``detectors`` recognizes a detector checkpoint and converts it.
 """

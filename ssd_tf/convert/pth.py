@@ -1,14 +1,7 @@
-"""PyTorch checkpoint files (.pth / .pt) as NumPy arrays, and the accounting of their entries.
-
-``read_state_dict`` needs torch (imported only there); a converter then ``take``s each
-entry it uses from a ``StateDict`` and ends with ``check_consumed``, which proves that no
-entry was left over except under the prefixes the converter declares unused.
-"""
+"""PyTorch checkpoint files (.pth / .pt) as NumPy state dicts; the one place ssd_tf imports torch."""
 
 import os
 from collections.abc import Mapping
-
-import numpy as np
 
 TORCH_CPU_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 
@@ -57,43 +50,3 @@ def _summary(error):
   text = str(error).split("WeightsUnpickler error:")[-1]
   line = next((line.strip() for line in text.splitlines() if line.strip()), "")
   return f"{type(error).__name__}: {line.split('. ')[0][:200]}" if line else type(error).__name__
-
-
-def _describe(key, value):
-  return f"{key} {list(np.shape(value))}"
-
-
-class StateDict:
-  """The entries of a state dict ({name: array}) not yet taken by a converter.
-
-  ``source`` names the state dict in errors (e.g. the file's path).
-  """
-
-  def __init__(self, state_dict, source):
-    self._left = dict(state_dict)
-    self.source = source
-
-  def take(self, key, shape):
-    """Removes entry ``key`` and returns it; ValueError when it is missing or its shape is not ``shape``."""
-    if key not in self._left:
-      left = ", ".join(_describe(k, v) for k, v in list(self._left.items())[:3]) or "none"
-      raise ValueError(f"{self.source}: no entry {key} {list(shape)}; the first of the {len(self._left)} entries "
-                       f"left: {left}")
-    if tuple(np.shape(self._left[key])) != tuple(shape):
-      raise ValueError(f"{self.source}: entry {_describe(key, self._left[key])}, expected {list(shape)}")
-    return self._left.pop(key)
-
-  def discard(self, key):
-    """Removes entry ``key`` if present (an entry the converter knowingly drops, e.g. a counter)."""
-    self._left.pop(key, None)
-
-  def check_consumed(self, ignore_prefixes=()):
-    """Returns the names left under ``ignore_prefixes`` (state dict order); ValueError naming the first
-    other entries left, with their shapes."""
-    ignored = [key for key in self._left if key.startswith(tuple(ignore_prefixes))]
-    unexpected = [key for key in self._left if not key.startswith(tuple(ignore_prefixes))]
-    if unexpected:
-      listed = ", ".join(_describe(key, self._left[key]) for key in unexpected[:4])
-      more = f" and {len(unexpected) - 4} more" if len(unexpected) > 4 else ""
-      raise ValueError(f"{self.source}: {len(unexpected)} unexpected entries: {listed}{more}")
-    return ignored

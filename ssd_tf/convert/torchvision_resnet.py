@@ -10,17 +10,15 @@ SSD stops after layer3: layer4.* and fc.* are left unused.
 import re
 
 import keras
-import numpy as np
 
-from ssd_tf.convert import pth
+from ssd_tf.convert import weights
 
 UNUSED_PREFIXES = ("layer4.", "fc.")
 _BLOCK_LAYER = re.compile(r"conv(\d)_block(\d+)_(\d)_(conv|bn)")
-_BN_LEAVES = ("weight", "bias", "running_mean", "running_var")  # gamma, beta, moving_mean, moving_variance
 
 
 def torch_name(layer_name):
-  """The torchvision module of Keras layer ``layer_name``, e.g. conv3_block1_0_bn -> layer2.0.downsample.1."""
+  """The torchvision module name of Keras layer ``layer_name`` (e.g. conv3_block1_0_bn -> layer2.0.downsample.1)."""
   if layer_name in ("conv1_conv", "conv1_bn"):
     return "conv1" if layer_name == "conv1_conv" else "bn1"
   match = _BLOCK_LAYER.fullmatch(layer_name)
@@ -29,6 +27,22 @@ def torch_name(layer_name):
   stage, block, j, kind = match.groups()
   module = f"downsample.{0 if kind == 'conv' else 1}" if j == "0" else f"{kind}{j}"
   return f"layer{int(stage) - 1}.{int(block) - 1}.{module}"
+
+
+def assign_resnet(assign, model, key=lambda name: name):
+  """Sets every weight of ResNet ``model`` through ``assign`` (a weights.Assigner), reading the entry
+  ``key(torchvision module name)``: the identity for torchvision's files, a renaming for checkpoints
+  that hold a torchvision ResNet under other names (NVIDIA's SSD)."""
+  if model.get_layer("conv1_conv").use_bias:
+    raise ValueError(f"{assign.state.source}: {model.name} is variant 'keras' (convs with biases); torchvision "
+                     f"weights need model.backbone_variant='torchvision'")
+  for layer in model.layers:
+    if layer.weights:
+      module = key(torch_name(layer.name))
+      if isinstance(layer, keras.layers.BatchNormalization):
+        assign.batch_norm(layer, module)
+      else:
+        assign.conv(layer, module)
 
 
 def load_resnet(model, state_dict, depth, source="state dict"):
@@ -41,22 +55,8 @@ def load_resnet(model, state_dict, depth, source="state dict"):
   """
   if model.name != f"resnet{depth}":
     raise ValueError(f"load_resnet: torchvision resnet{depth} weights given for model {model.name}")
-  if model.get_layer("conv1_conv").use_bias:
-    raise ValueError(f"load_resnet: {model.name} is variant 'keras' (convs with biases); torchvision weights "
-                     f"need build_resnet({depth}, variant='torchvision')")
-  state = pth.StateDict(state_dict, f"{source} (as torchvision resnet{depth})")
-  weights_set = 0
-  for layer in model.layers:
-    if not layer.weights:
-      continue
-    name = torch_name(layer.name)
-    if isinstance(layer, keras.layers.BatchNormalization):
-      values = [state.take(f"{name}.{leaf}", layer.gamma.shape) for leaf in _BN_LEAVES]
-      state.discard(f"{name}.num_batches_tracked")
-    else:
-      height, width, inputs, outputs = layer.kernel.shape
-      values = [np.transpose(state.take(f"{name}.weight", (outputs, inputs, height, width)), (2, 3, 1, 0))]
-    layer.set_weights(values)
-    weights_set += len(values)
-  assert weights_set == len(model.weights), f"set {weights_set} of {model.name}'s {len(model.weights)} weights"
+  state = weights.StateDict(state_dict, f"{source} (as torchvision resnet{depth})")
+  assign = weights.Assigner(model, state)
+  assign_resnet(assign, model)
+  assign.check_complete()
   return state.check_consumed(UNUSED_PREFIXES)
