@@ -110,10 +110,10 @@ def convert_run(config, source, workdir, overwrite=False):
   if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
     raise ValueError(f"--workdir={workdir} is not empty: give a new directory, or --overwrite to "
                      "replace its config, label map and checkpoints")
+  ssd, label_map = detectors.convert_detector(config, source)  # before writing anything
   files.check_writable(workdir)
   lock = run_lock.acquire(workdir)  # one writer per run directory
   try:
-    ssd, label_map = detectors.convert_detector(config, source)
     for name in ("checkpoints", "best"):
       shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
     run_dir.init(workdir, config, label_map)
