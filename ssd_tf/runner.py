@@ -116,9 +116,7 @@ def convert_run(config, source, workdir, overwrite=False):
   try:
     for name in ("checkpoints", "best"):
       shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    run_dir.init(workdir, config, label_map)
-    path = tf.train.CheckpointManager(ssd.checkpoint(), os.path.join(workdir, "checkpoints"),
-                                      max_to_keep=1).save(checkpoint_number=0)
+    path = detectors.write_run(workdir, config, ssd, label_map)
   finally:
     lock.close()
   print(f"Converted {source} into {workdir} (checkpoint {path})", flush=True)

@@ -36,7 +36,7 @@ def tiny_config():
   return config
 
 
-def fixed_batches(num_steps, seed=0, max_boxes=4):
+def fixed_batches(num_steps, seed=0, max_boxes=4, image_size=IMAGE_SIZE):
   """num_steps global batches as one dict of arrays with num_steps * GLOBAL_BATCH rows.
 
   Within each global batch the first half of the images has 3 boxes each and the
@@ -44,7 +44,7 @@ def fixed_batches(num_steps, seed=0, max_boxes=4):
   only on (seed, i): the first batches are the same whatever num_steps is.
   """
   count = num_steps * GLOBAL_BATCH
-  images = np.zeros((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
+  images = np.zeros((count, image_size, image_size, 3), np.float32)
   boxes = np.zeros((count, max_boxes, 4), np.float32)
   labels = -np.ones((count, max_boxes), np.int32)
   for i in range(count):
@@ -55,7 +55,7 @@ def fixed_batches(num_steps, seed=0, max_boxes=4):
       height, width = rng.uniform(0.2, 0.5, size=2)
       boxes[i, j] = [y0, x0, y0 + height, x0 + width]
       labels[i, j] = rng.integers(1, 4)
-      y0, x0, y1, x1 = (boxes[i, j] * IMAGE_SIZE).astype(int)
+      y0, x0, y1, x1 = (boxes[i, j] * image_size).astype(int)
       images[i, y0:y1, x0:x1] = 60 * labels[i, j]
   return dict(image=images, boxes=boxes, labels=labels, is_crowd=np.zeros_like(labels, bool))
 
