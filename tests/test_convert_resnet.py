@@ -96,8 +96,13 @@ def test_build_backbone_reads_a_torchvision_pth(depth, tmp_path, caplog):
   state_dict, golden = _golden(depth)
   path = tmp_path / f"resnet{depth}.pth"
   torch.save({key: torch.from_numpy(value) for key, value in state_dict.items()}, path)
-  with caplog.at_level(logging.INFO):
-    backbone = build_backbone(f"resnet{depth}", path, taps=("conv3", "conv4"), variant="torchvision")
+  absl_logger = logging.getLogger("absl")  # absl may stop propagating to the root logger caplog watches
+  absl_logger.addHandler(caplog.handler)
+  try:
+    with caplog.at_level(logging.INFO, logger="absl"):
+      backbone = build_backbone(f"resnet{depth}", path, taps=("conv3", "conv4"), variant="torchvision")
+  finally:
+    absl_logger.removeHandler(caplog.handler)
   _assert_matches_torchvision(backbone.taps(golden["image"][None].astype(np.float32)), golden)
   fc_layer4 = [key for key in state_dict if key.startswith("layer4.")]
   assert f"{path}: {len(fc_layer4) + 2} entries unused" in caplog.text
