@@ -73,7 +73,7 @@ def base_config():
 
   c.model = ml_collections.ConfigDict(dict(
       backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
-      backbone_weights="imagenet", # None | "imagenet" | path to a weights file
+      backbone_weights="imagenet", # None | "imagenet" | a torchvision ResNet .pth | a .weights.h5 file
       init_from="",                # fine-tuning: a run directory or checkpoint prefix whose weights of the
                                    # same name and shape start a fresh run (ssd_tf/init_from.py)
       backbone_taps=(),            # stages feeding the heads; (): the backbone's default (backbones/)

@@ -5,7 +5,8 @@ row-major, ``boxes_per_cell`` boxes per cell; row n of ``loc``/``logits`` belong
 to default box n.
 
 Layer names: the backbone is one nested layer named after it (``resnet50``,
-``vgg16``...); extra levels ``extra{k}_{1,2}_{conv,bn,relu}``; heads
+``vgg16``...); extra levels ``extra{k}_{1,2}_{conv,bn,relu}`` (``_pad`` before a
+"symmetric" conv; no ``_bn`` without model.extra_batchnorm); heads
 ``level{k}_loc`` and ``level{k}_logits`` (k = 0 for the finest level).
 Weight decay is left to the optimizer (no kernel regularizers).
 """
