@@ -2,7 +2,8 @@
 
 The old code is taken from this repository's history (git archive), trains the tiny config
 and evaluates its checkpoint; today's eval mode evaluates the same checkpoint; the
-detections.json files must agree.
+detections.json files must agree. The images are PNGs: JPEGs decode differently since, on
+purpose (libjpeg's accurate DCT, PIL's pixels, instead of TensorFlow's fast default).
 """
 
 import json
@@ -12,9 +13,12 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 import cli_helpers
+from ssd_tf.data import prepare
+from ssd_tf.data import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +40,24 @@ def _old_checkout(tmp_path):
   return old
 
 
+def _png_data(root):
+  """The tiny synthetic dataset with every image stored as PNG, prepared into root/tfrecords."""
+  synthetic.write_dataset(str(root / "coco"), num_train=24, num_val=8, side_range=(96, 128), num_workers=1,
+                          verbose=False)
+  for split in ("train2017", "val2017"):
+    path = root / "coco" / "annotations" / f"instances_{split}.json"
+    annotations = json.loads(path.read_text())
+    for image in annotations["images"]:
+      jpeg = root / "coco" / split / image["file_name"]
+      image["file_name"] = jpeg.with_suffix(".png").name
+      Image.open(jpeg).save(jpeg.with_suffix(".png"))
+      jpeg.unlink()
+    path.write_text(json.dumps(annotations))
+    prepare.prepare_split(str(root / "coco"), split, str(root / "tfrecords"), num_shards=2, num_workers=1,
+                          verbose=False)
+  return root / "tfrecords"
+
+
 def _run(repo, *args):
   result = subprocess.run([sys.executable, str(repo / "main.py"), *map(str, args)], cwd=repo,
                           capture_output=True, text=True, timeout=cli_helpers.TIMEOUT)
@@ -44,9 +66,9 @@ def _run(repo, *args):
 
 def test_checkpoint_from_before_the_ssd_object_gives_the_same_detections(tmp_path_factory, tmp_path):
   old = _old_checkout(tmp_path)
-  data = cli_helpers.tiny_data(tmp_path_factory)
+  records = _png_data(tmp_path_factory.mktemp("png_data"))
   workdir = tmp_path / "run"
-  flags = [f"--config.data.tfrecord_dir={data['tfrecord_dir']}", f"--workdir={workdir}",
+  flags = [f"--config.data.tfrecord_dir={records}", f"--workdir={workdir}",
            "--config.postprocess.score_threshold=0.001"]
   _run(old, "--mode=train", f"--config={old / 'tests' / 'tiny_config.py'}", *flags)
   _run(old, "--mode=eval", f"--config={old / 'tests' / 'tiny_config.py'}", *flags)

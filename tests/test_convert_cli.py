@@ -98,6 +98,8 @@ def test_predict_and_export_use_the_converted_run(converted, tmp_path):
 
 def test_eval_scores_the_converted_run_on_the_coco_sample(converted, tmp_path, coco_tiny_dir):
   """Unused (N/A) labels of torchvision's model are not scored; pycocotools runs on the real annotations."""
+  if converted["kind"] != "torchvision":
+    pytest.skip("eval does not depend on the source; torchvision's has the unused labels: run once")
   config = [f"--config={CONFIGS[converted['kind']]}", f"--config.data.coco_dir={coco_tiny_dir}",
             f"--config.data.tfrecord_dir={tmp_path / 'records'}"]
   result = cli_helpers.run_cli("main.py", "--mode=prepare", *config, "--splits=val2017", "--num_workers=1")

@@ -16,7 +16,7 @@ from ssd_tf.ssd import SSD
 STEPS = 8
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_fine_tune_from_a_converted_detector_starts_from_it_and_learns(tmp_path):
   nvidia = golden_sources.Source("nvidia")
   detectors.write_run(str(tmp_path / "nvidia"), nvidia.config, nvidia.ssd, nvidia.label_map)
