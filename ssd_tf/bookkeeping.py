@@ -6,7 +6,9 @@ Checkpoints hold the network, the optimizer and the number of steps run. The las
 a checkpoint holds that step (TensorFlow puts each summary in the event file at once,
 flush or not), so after a crash the event files hold no step that the resumed run
 writes again. Only the chief writes into the run directory; other workers of a
-multi-worker run must save too (the save is collective) and do so in a scratch folder.
+multi-worker run must save too (the save is collective) and do so in a scratch folder,
+but every worker restores from the chief's ``checkpoints/`` (on a filesystem all workers
+share), so a restarted cluster resumes at one step whatever each scratch folder holds.
 """
 
 import contextlib
@@ -53,9 +55,14 @@ class Bookkeeper:
       return os.path.join(self.workdir, name)
     return os.path.join(self.workdir, "tmp", distribute.task_name(self.strategy), name)
 
+  @property
+  def latest_checkpoint(self):
+    """The chief's newest checkpoint (None before the first), as every worker sees it."""
+    return tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints"))
+
   def restore(self):
-    """Restores the newest checkpoint, if any; returns the step it holds (0 if none)."""
-    path = self.latest.latest_checkpoint
+    """Restores the chief's newest checkpoint, if any; returns the step it holds (0 if none)."""
+    path = self.latest_checkpoint
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
       logging.info("Resumed from %s at step %d", path, int(self.checkpoint.step))

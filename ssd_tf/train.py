@@ -86,7 +86,7 @@ class Trainer:
 
   def _init_from(self, source):
     """Fine-tuning: a fresh run takes the weights of ``source``; a resumed one its own checkpoint's."""
-    own = self.books.latest.latest_checkpoint
+    own = self.books.latest_checkpoint
     if own:
       logging.info("model.init_from=%s ignored: the run resumes from its own checkpoint %s", source, own)
     else:
@@ -175,7 +175,7 @@ class Trainer:
         raise FloatingPointError(
             f"loss is {losses['loss']} at step {step} (loc {losses['loc_loss']}, cls "
             f"{losses['cls_loss']}); training stopped, no checkpoint written for this step. "
-            f"Last good checkpoint: {self.books.latest.latest_checkpoint}")
+            f"Last good checkpoint: {self.books.latest_checkpoint}")
       last = step == cfg.steps
       if step % cfg.log_every == 0 or last:
         elapsed = time.time() - tick
@@ -194,7 +194,7 @@ class Trainer:
     """Checkpoints the run at ``step``, unless a weight is not finite (FloatingPointError)."""
     if not self._weights_finite():
       raise FloatingPointError(f"non-finite weights after step {step}; checkpoint not written. "
-                               f"Last good checkpoint: {self.books.latest.latest_checkpoint}")
+                               f"Last good checkpoint: {self.books.latest_checkpoint}")
     self.books.save(step)
 
   def _weights_finite(self):
