@@ -7,14 +7,30 @@
 
 ``config.train.strategy`` can force one ("default", "mirrored", "multi_worker");
 ``config.train.devices`` lists devices for "mirrored" (e.g. two logical CPUs in tests).
+
+A multi-worker task whose peer dies does not wait for it: TensorFlow's coordination
+service (which MultiWorkerMirroredStrategy starts) notices the missing heartbeats (its
+heartbeat timeout: 10 s by default in TF 2.21) and aborts the collectives of the other
+tasks, or a collective fails at once when it cannot reach the peer. The trainer turns
+that error into one WorkerLostError line.
 """
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+# What a multi-worker task's collectives raise once a peer is gone (aborted by the coordination
+# service, or the peer unreachable or timing out).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+               tf.errors.AbortedError)
+_TASK = re.compile(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)")
+
+
+class WorkerLostError(ConnectionError):
+  """Another task of a multi-worker cluster died or became unreachable: this one cannot go on."""
 
 
 def tf_config_num_tasks():
@@ -86,3 +102,20 @@ def task_name(strategy):
   if resolver is None or not resolver.task_type:
     return ""
   return f"{resolver.task_type}_{resolver.task_id}"
+
+
+def lost_tasks(strategy, message):
+  """'worker_1' style names of the tasks other than this one that a TensorFlow error names."""
+  names = dict.fromkeys(f"{job}_{task}" for job, task in _TASK.findall(message))
+  return [name for name in names if name != task_name(strategy)]
+
+
+def worker_lost(strategy, error, checkpoint):
+  """The one-line WorkerLostError for ``error`` (one of PEER_ERRORS) on a multi-worker task;
+  ``checkpoint``: the chief's newest checkpoint (None if there is none), where a restart resumes."""
+  lost = " and ".join(lost_tasks(strategy, error.message)) or "another task"
+  resume = f"the chief's last checkpoint {checkpoint}" if checkpoint else "step 0 (no checkpoint yet)"
+  return WorkerLostError(
+      f"{lost} of the multi-worker cluster died or became unreachable (TensorFlow: "
+      f"{type(error).__name__}), so {task_name(strategy)} stops too; restart every worker with its "
+      f"command: all resume from {resume}")

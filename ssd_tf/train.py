@@ -157,7 +157,8 @@ class Trainer:
 
     evaluate_fn(ssd, step) -> metrics dict with "AP" (and optionally "images": uint8
     [K,H,W,3] drawings) is called every eval.every_steps (0: only at the end) and at the end.
-    Returns the last losses as floats.
+    Returns the last losses as floats. On a multi-worker task whose peer dies (or becomes
+    unreachable) raises distribute.WorkerLostError, without writing a checkpoint.
     """
     cfg = self.config.train
     start = self.books.restore()
@@ -165,6 +166,16 @@ class Trainer:
       logging.info("Nothing to train: checkpoint step %d >= train.steps %d", start, cfg.steps)
       return {}
     self._log_setup(start)
+    try:
+      return self._train(start, evaluate_fn)
+    except distribute.PEER_ERRORS as error:
+      if distribute.strategy_kind(self.strategy) != "multi_worker":
+        raise
+      raise distribute.worker_lost(self.strategy, error, self.books.latest_checkpoint) from error
+
+  def _train(self, start, evaluate_fn):
+    """The steps after ``start`` (fit's loop); returns the last losses."""
+    cfg = self.config.train
     iterator = self.dataset_iterator(start)
     eval_every = self.config.eval.every_steps
     tick, tick_step = time.time(), start

@@ -101,6 +101,36 @@ def test_the_chief_is_the_chief_task_or_else_worker_0():
   assert role(with_chief, "worker", 0) == (False, "worker_0")
 
 
+def test_a_lost_peer_is_named_in_one_line():
+  """On the two errors measured when one of two local workers was SIGKILLed (trimmed)."""
+  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+      tf.train.ClusterSpec({"worker": ["127.0.0.1:1", "127.0.0.1:2"]}), task_type="worker", task_id=0)
+  task = types.SimpleNamespace(cluster_resolver=resolver)
+  heartbeats = tf.errors.UnavailableError(None, None, (
+      "Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call last):\n"
+      "  File \"/repo/ssd_tf/train.py\", line 136, in train_step\nCollective ops is aborted by: Error "
+      "reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+      "/job:worker/replica:0/task:1\nThe tasks have crashed.\n\t [[{{node CollectiveReduceV2}}]] "
+      "[Op:__inference_train_step_6892]"))
+  error = distribute.worker_lost(task, heartbeats, "/run/checkpoints/ckpt-10")
+  assert isinstance(error, ConnectionError)   # the command line reports it in one line (cli.user_errors)
+  assert str(error) == (
+      "worker_1 of the multi-worker cluster died or became unreachable (TensorFlow: UnavailableError), "
+      "so worker_0 stops too; restart every worker with its command: all resume from the chief's last "
+      "checkpoint /run/checkpoints/ckpt-10")
+  resolver.task_id = 1   # worker_1, when worker_0 died
+  refused = tf.errors.UnavailableError(None, None, (
+      "Collective ops is aborted by: failed to connect to all addresses; last error: UNKNOWN: "
+      "ipv4:127.0.0.1:35211: Failed to connect to remote host: Connection refused\nAdditional GRPC error "
+      "information from remote target /job:worker/replica:0/task:0 while calling "
+      "/tensorflow.WorkerService/CompleteInstance"))
+  assert distribute.lost_tasks(task, refused.message) == ["worker_0"]
+  assert str(distribute.worker_lost(task, refused, None)).startswith("worker_0 of the multi-worker")
+  assert str(distribute.worker_lost(task, refused, None)).endswith("resume from step 0 (no checkpoint yet)")
+  unnamed = tf.errors.CancelledError(None, None, "Cancelled")
+  assert str(distribute.worker_lost(task, unnamed, None)).startswith("another task of the multi-worker")
+
+
 def test_make_strategy_on_plain_cpu(monkeypatch):
   assert not tf.config.list_physical_devices("GPU"), "this test expects a machine without GPUs"
   monkeypatch.delenv("TF_CONFIG", raising=False)
