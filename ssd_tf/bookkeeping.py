@@ -61,12 +61,22 @@ class Bookkeeper:
     return tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints"))
 
   def restore(self):
-    """Restores the chief's newest checkpoint, if any; returns the step it holds (0 if none)."""
+    """Restores the chief's newest checkpoint, if any; returns the step it holds (0 if none).
+
+    Every worker of a multi-worker run must find the same one: ValueError on each otherwise.
+    """
     path = self.latest_checkpoint
     if path:
       self.checkpoint.restore(path).assert_existing_objects_matched()
       logging.info("Resumed from %s at step %d", path, int(self.checkpoint.step))
     self._saved_step = int(self.checkpoint.step)
+    steps = distribute.per_worker(self.strategy, self._saved_step)
+    if len(set(steps)) > 1:
+      raise ValueError(
+          f"the workers would resume at different steps ({', '.join(map(str, steps))}; "
+          f"{distribute.task_name(self.strategy)} at {self._saved_step}): every worker restores from the "
+          f"chief's checkpoints (here {os.path.join(self.workdir, 'checkpoints')}), so all need the same "
+          f"--workdir on a filesystem they share")
     return self._saved_step
 
   def save(self, step):

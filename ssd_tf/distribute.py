@@ -104,6 +104,19 @@ def task_name(strategy):
   return f"{resolver.task_type}_{resolver.task_id}"
 
 
+def per_worker(strategy, value):
+  """The int ``value`` of every replica of a multi-worker strategy, in task order (one per worker on
+  CPUs), gathered by a collective; [value] under other strategies."""
+  if strategy_kind(strategy) != "multi_worker":
+    return [value]
+
+  @tf.function  # (run eagerly, MultiWorkerMirroredStrategy warns of the overhead)
+  def gather():
+    return strategy.gather(strategy.run(lambda: tf.constant([value], tf.int64)), axis=0)
+
+  return gather().numpy().tolist()
+
+
 def lost_tasks(strategy, message):
   """'worker_1' style names of the tasks other than this one that a TensorFlow error names."""
   names = dict.fromkeys(f"{job}_{task}" for job, task in _TASK.findall(message))
