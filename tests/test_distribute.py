@@ -8,6 +8,7 @@ docstring has the measured differences, and the ones of per-replica BatchNorm st
 or a per-replica loss normalization, which are 15 to 40 times larger than the tolerance.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ import tensorflow as tf
 from ssd_tf import distribute
 from ssd_tf.ssd import SSD
 from ssd_tf import train
+import cli_helpers
 import train_helpers
 
 STEPS = 3
@@ -207,12 +209,10 @@ def _free_ports(count):
   return ports
 
 
-def _run_workers(worker_args, logs, timeout):
-  """Runs `python *worker_args[i]` as worker i of a 2-worker TF_CONFIG cluster on 127.0.0.1.
-
-  Returns the exit codes. Kills both (their process groups) when one fails (the other
-  would wait for it forever) or at the timeout, so nothing outlives the call.
-  """
+@contextlib.contextmanager
+def _workers(worker_args, logs):
+  """Starts `python *worker_args[i]` as worker i of a 2-worker TF_CONFIG cluster on 127.0.0.1 (one
+  core each; output to logs[i]); yields the processes and kills (process group) any still running."""
   cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
   processes = []
   try:
@@ -225,17 +225,27 @@ def _run_workers(worker_args, logs, timeout):
         processes.append(subprocess.Popen(
             [sys.executable, *map(str, args)], env=env,
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True))
+    yield processes
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def _run_workers(worker_args, logs, timeout):
+  """Runs the workers (_workers) to their end; returns the exit codes.
+
+  Kills both when one fails (the other would wait for it, a TensorFlow worker until the
+  coordination service's heartbeat timeout) or at the timeout.
+  """
+  with _workers(worker_args, logs) as processes:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
       codes = [p.poll() for p in processes]   # polls every process (any() would stop early)
       if None not in codes or any(code not in (None, 0) for code in codes):
         break
       time.sleep(0.2)
-  finally:
-    for p in processes:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
   return [p.returncode for p in processes]
 
 
@@ -277,6 +287,86 @@ def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
     # The derived per-replica batch and the learning rate are logged.
     assert ("Strategy multi_worker: 2 replica(s); global batch 4, per replica 2; peak learning rate "
             "0.0001 (base 0.0001)") in text, report
+
+
+# A worker killed mid-run: main.py on the tiny data, 16 steps, a checkpoint every 4.
+FAULT_STEPS = 16
+# Seconds from the SIGKILL of worker 1 to the end of worker 0: the coordination service's heartbeat
+# timeout (10 s in TF 2.21) plus the step in flight and the exit; measured 9-11 s.
+LOST_WORKER_BOUND = 30
+
+
+def _train_args(data, workdir):
+  return [os.path.join(REPO, "main.py"), "--mode=train", *cli_helpers.config_flags(data),
+          "--config.train.strategy=multi_worker", f"--config.train.steps={FAULT_STEPS}",
+          "--config.train.checkpoint_every=4", f"--workdir={workdir}"]
+
+
+@pytest.mark.e2e
+def test_a_killed_worker_ends_the_other_and_both_resume_from_the_chiefs_checkpoint(tmp_path,
+                                                                                    tmp_path_factory):
+  """SIGKILL of worker 1 once the chief saved ckpt-4: the chief ends with one error line within
+  LOST_WORKER_BOUND, writing nothing more; restarted, both resume from the chief's last checkpoint.
+
+  Worker 1 is the one killed: only the coordination service's heartbeats reveal its death (the
+  chief's is seen at once, the other's next collective cannot connect: ~1 s measured), and its
+  scratch checkpoints are the ones a restarted worker must not resume from.
+  """
+  workdir = tmp_path / "run"
+  args = _train_args(cli_helpers.tiny_data(tmp_path_factory), workdir)
+  logs = [tmp_path / "worker_0.log", tmp_path / "worker_1.log"]
+  with _workers([args] * 2, logs) as (chief, other):
+    deadline = time.monotonic() + 240
+    while f"Saved checkpoint {workdir}/checkpoints/ckpt-4" not in logs[0].read_text():
+      assert chief.poll() is None and other.poll() is None, logs[0].read_text()[-3000:]
+      assert time.monotonic() < deadline, "no checkpoint 4 within 240 s"
+      time.sleep(0.02)
+    os.killpg(other.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+      chief.wait(timeout=LOST_WORKER_BOUND)
+    except subprocess.TimeoutExpired:
+      pytest.fail(f"worker 0 still runs {LOST_WORKER_BOUND} s after worker 1 was killed")
+    elapsed = time.monotonic() - killed
+  text = logs[0].read_text()
+  checkpoint = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+  assert chief.returncode == 1 and elapsed < LOST_WORKER_BOUND, text[-3000:]
+  assert [line for line in text.splitlines() if line.startswith("error:")] == [
+      "error: worker_1 of the multi-worker cluster died or became unreachable (TensorFlow: "
+      "UnavailableError), so worker_0 stops too; restart every worker with its command: all resume "
+      f"from the chief's last checkpoint {checkpoint}"], text[-3000:]
+  assert "Traceback" not in text
+  # The newest checkpoint is the last one the chief saved before, whole and finite.
+  assert text.split("Saved checkpoint ")[-1].split()[0] == checkpoint
+  step = int(checkpoint.rsplit("-", 1)[1])
+  assert 4 <= step < FAULT_STEPS
+  reader = tf.train.load_checkpoint(checkpoint)
+  assert all(np.all(np.isfinite(reader.get_tensor(name)))
+             for name, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating)
+
+  # A worker that cannot see the chief's checkpoints (here: another --workdir) would start at step 0:
+  # both refuse, in one line, before training.
+  elsewhere = tmp_path / "elsewhere"
+  with _workers([args, _train_args(cli_helpers.tiny_data(tmp_path_factory), elsewhere)], logs) as processes:
+    codes = [p.wait(timeout=240) for p in processes]
+  for index, (code, log, seen) in enumerate(zip(codes, logs, (workdir, elsewhere))):
+    text = log.read_text()
+    assert code == 1 and [line for line in text.splitlines() if line.startswith("error:")] == [
+        f"error: the workers would resume at different steps ({step}, 0; worker_{index} at "
+        f"{(step, 0)[index]}): every worker restores from the chief's checkpoints (here {seen}/checkpoints), "
+        "so all need the same --workdir on a filesystem they share"], text[-3000:]
+  assert tf.train.latest_checkpoint(str(workdir / "checkpoints")) == checkpoint
+
+  codes = _run_workers([args] * 2, logs, timeout=240)
+  report = "\n".join(f"--- worker {i} (exit {code}):\n{log.read_text()[-3000:]}"
+                     for i, (code, log) in enumerate(zip(codes, logs)))
+  assert codes == [0, 0], report
+  for log in logs:
+    text = log.read_text()
+    assert f"Resumed from {checkpoint} at step {step}" in text, report
+    assert f"Training done at step {FAULT_STEPS}" in text, report
+  assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith(f"ckpt-{FAULT_STEPS}")
+  assert not (workdir / "tmp").exists()   # worker 1's scratch folder went at its end
 
 
 @pytest.mark.e2e
