@@ -1,11 +1,12 @@
 """Training under distribution strategies gives the single-device result.
 
-MirroredStrategy runs on the two logical CPUs conftest makes; the multi-worker test
-starts two worker processes (TF_CONFIG on 127.0.0.1). Weights (BatchNorm moving
-statistics included) are compared with train_helpers.assert_same_training: within 5%
-(trainable) and 0.2% (statistics) of how far the 3 training steps moved them; its
-docstring has the measured differences, and the ones of per-replica BatchNorm statistics
-or a per-replica loss normalization, which are 15 to 40 times larger than the tolerance.
+MirroredStrategy runs on the two logical CPUs conftest makes; the multi-worker tests
+start two worker processes (TF_CONFIG on 127.0.0.1), and one kills a worker mid-run and
+restarts both. Weights (BatchNorm moving statistics included) are compared with
+train_helpers.assert_same_training: within 5% (trainable) and 0.2% (statistics) of how
+far the 3 training steps moved them; its docstring has the measured differences, and the
+ones of per-replica BatchNorm statistics or a per-replica loss normalization, which are
+15 to 40 times larger than the tolerance.
 """
 
 import contextlib
@@ -322,15 +323,13 @@ def test_a_killed_worker_ends_the_other_and_both_resume_from_the_chiefs_checkpoi
       assert time.monotonic() < deadline, "no checkpoint 4 within 240 s"
       time.sleep(0.02)
     os.killpg(other.pid, signal.SIGKILL)
-    killed = time.monotonic()
     try:
       chief.wait(timeout=LOST_WORKER_BOUND)
     except subprocess.TimeoutExpired:
       pytest.fail(f"worker 0 still runs {LOST_WORKER_BOUND} s after worker 1 was killed")
-    elapsed = time.monotonic() - killed
   text = logs[0].read_text()
   checkpoint = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-  assert chief.returncode == 1 and elapsed < LOST_WORKER_BOUND, text[-3000:]
+  assert chief.returncode == 1, text[-3000:]
   assert [line for line in text.splitlines() if line.startswith("error:")] == [
       "error: worker_1 of the multi-worker cluster died or became unreachable (TensorFlow: "
       "UnavailableError), so worker_0 stops too; restart every worker with its command: all resume "
