@@ -71,6 +71,9 @@ def test_python_api_detects_what_the_source_detects(converted):
 
 
 def test_predict_and_export_use_the_converted_run(converted, tmp_path):
+  if converted["kind"] != "nvidia":
+    pytest.skip("predict and export do not depend on the source (both go through the SavedModel in "
+                "test_convert_detectors.py): run once")
   golden, workdir = converted["golden"], converted["workdir"]
   files = golden.image_files()
   result = cli_helpers.run_cli("main.py", "--mode=predict", f"--config={CONFIGS[converted['kind']]}",
@@ -134,12 +137,7 @@ def test_bad_conversions_are_one_line(converted, tmp_path):
   truncated.write_bytes(converted["source"].read_bytes()[:100_000])
   line = convert(f"--config={CONFIGS[kind]}", f"--source={truncated}", f"--workdir={tmp_path / 'b'}")
   assert str(truncated) in line and "not a readable PyTorch checkpoint" in line
-  resnet = tmp_path / "resnet.pth"
-  torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.bias": torch.zeros(1000)}, resnet)
-  line = convert(f"--config={CONFIGS[kind]}", f"--source={resnet}", f"--workdir={tmp_path / 'c'}")
-  assert "is not a checkpoint of torchvision SSD300-VGG16 or NVIDIA SSD300-ResNet50" in line
-  assert "conv1.weight [64, 3, 7, 7]" in line
-  assert not any((tmp_path / name).exists() for name in "abc")  # a failed conversion writes nothing
+  assert not any((tmp_path / name).exists() for name in "ab")  # a failed conversion writes nothing
 
 
 def test_overwrite_replaces_the_converted_checkpoint(converted):

@@ -97,3 +97,12 @@ def test_every_source_entry_is_used_and_a_misfit_is_named(source):
   missing = {k: v for k, v in tensors.items() if k != last}
   with pytest.raises(ValueError, match=f"^missing.pth: no entry {last} "):
     detectors.load_detector(source.config, missing, "missing.pth")
+
+
+def test_a_state_dict_of_another_architecture_is_named_by_its_first_entries():
+  resnet = {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32), "fc.bias": np.zeros(1000, np.float32)}
+  config = golden_sources.config("ssd300_vgg16_torchvision")
+  with pytest.raises(ValueError, match=r"^resnet.pth is not a checkpoint of torchvision SSD300-VGG16 or NVIDIA "
+                                       r"SSD300-ResNet50 \(its first entries: conv1.weight \[64, 3, 7, 7\], "
+                                       r"fc.bias \[1000\]\)$"):
+    detectors.load_detector(config, resnet, "resnet.pth")

@@ -303,7 +303,7 @@ def _train_args(data, workdir):
           "--config.train.checkpoint_every=4", f"--workdir={workdir}"]
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # about 50 s: two workers, a kill, a restart
 def test_a_killed_worker_ends_the_other_and_both_resume_from_the_chiefs_checkpoint(tmp_path,
                                                                                     tmp_path_factory):
   """SIGKILL of worker 1 once the chief saved ckpt-4: the chief ends with one error line within

@@ -16,7 +16,7 @@ from ssd_tf.ssd import SSD
 
 from test_learning import small_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # about a minute: several real SIGKILLs of an export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT = """
