@@ -71,7 +71,7 @@ def _implements(attributes):
 class TFLiteModule(tf.Module):
   """What the converter reads: the SSD's network variables and ``detect`` (module docstring)."""
 
-  def __init__(self, ssd):
+  def __init__(self, ssd, post_process=True):
     super().__init__()
     self.network_variables = [variable.value for variable in ssd.network.variables]
     self.attributes = op_attributes(ssd.config.postprocess, ssd.variances)
@@ -79,15 +79,16 @@ class TFLiteModule(tf.Module):
     self._anchors = centre_size(ssd.default_boxes.numpy())
     self._max_detections = int(ssd.config.postprocess.max_detections)
     self._clip = ssd.config.postprocess.clip_boxes != "none"
+    self._with_post_process = post_process
 
     k = self.attributes["max_detections"]
 
     @tf.function(experimental_implements=_implements(self.attributes))
-    def post_process(box_encodings, class_scores, anchors):
+    def detection_op(box_encodings, class_scores, anchors):
       del box_encodings, class_scores, anchors  # the converter puts the op in place of this body
       return tf.zeros([1, k, 4]), tf.zeros([1, k]), tf.zeros([1, k]), tf.zeros([1])
 
-    self._post_process = post_process
+    self._detection_op = detection_op
     size = ssd.image_size
     self.detect = tf.function(self._detect, input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8,
                                                                            name="image")])
@@ -96,9 +97,11 @@ class TFLiteModule(tf.Module):
     outputs = self._ssd(tf.cast(image, tf.float32), training=False)
     loc = tf.cast(outputs["loc"], tf.float32)                                     # [1, N, 4]
     scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)       # [1, N, 1 + C]
+    if not self._with_post_process:
+      return dict(box_encodings=loc, class_scores=scores)
     anchors = tf.constant(self._anchors)
     # Per class: boxes [1, k, 4], class 0, scores [1, k], count [1] (k = op max_detections).
-    per_class = [self._post_process(loc, column, anchors)
+    per_class = [self._detection_op(loc, column, anchors)
                  for column in tf.split(scores[..., 1:], self._ssd.num_classes, axis=-1)]
     k, total = self.attributes["max_detections"], self._max_detections
     boxes = tf.concat([d[0] for d in per_class], axis=1)                        # [1, C * k, 4]
@@ -118,17 +121,19 @@ class TFLiteModule(tf.Module):
     return dict(zip(OUTPUTS, (boxes, classes, scores, count)))
 
 
-def convert(ssd, quantize="none", calibration=None):
+def convert(ssd, quantize="none", calibration=None, post_process=True):
   """The SSD (float32 policy) -> .tflite bytes.
 
   quantize: "none" (float32), "float16" (float16 weights, float compute) or "int8" (full
   integer, uint8 input; ``calibration``: an iterable of uint8 [S, S, 3] images).
+  post_process=False: the network and softmax alone (outputs box_encodings [1, N, 4], class_scores
+  [1, N, 1 + C]), to time them apart (benchmarks/inference.py).
   """
   if quantize not in QUANTIZATIONS:
     raise ValueError(f"--quantize={quantize}: choose one of {', '.join(QUANTIZATIONS)}")
   if quantize == "int8" and calibration is None:
     raise ValueError("--quantize=int8 needs calibration images")
-  module = TFLiteModule(ssd)
+  module = TFLiteModule(ssd, post_process)
   converter = tf.lite.TFLiteConverter.from_concrete_functions([module.detect.get_concrete_function()], module)
   converter.allow_custom_ops = True  # the detection op is TFLite's own, registered as a custom op
   if quantize == "float16":
@@ -157,9 +162,9 @@ def _finish(model_bytes, attributes):
   for op in graph.operators:
     if codes[op.opcodeIndex] == _OP.encode():
       op.customOptions = list(flexbuffers.Dumps(attributes))
-  names = {tensor: name.decode() for name, tensor in
-           ((o.name, o.tensorIndex) for o in model.signatureDefs[0].outputs)}
-  graph.outputs = sorted(graph.outputs, key=lambda tensor: OUTPUTS.index(names[tensor]))
+  names = {o.tensorIndex: o.name.decode() for o in model.signatureDefs[0].outputs}
+  if set(names.values()) == set(OUTPUTS):
+    graph.outputs = sorted(graph.outputs, key=lambda tensor: OUTPUTS.index(names[tensor]))
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
