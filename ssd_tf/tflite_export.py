@@ -10,7 +10,8 @@ The model (one image per call):
           Object Detection API's order). K = config.postprocess.max_detections.
 
 Inside: cast to float, the Keras network (its input normalization included), softmax over
-the 1 + C columns, then for each class c one ``TFLite_Detection_PostProcess`` op (regular NMS,
+the 1 + C columns (with postprocess.pre_nms_top_k > 0, each class's scores outside its k best set to
+0), then for each class c one ``TFLite_Detection_PostProcess`` op (regular NMS,
 num_classes 1) on the scores of column c: it decodes the offsets (dy, dx, dh, dw) against the
 default boxes as (ycentre, xcentre, h, w) with scales 1 / variances, keeps scores >=
 score_threshold and runs greedy NMS (IoU > iou_threshold suppresses), at most
@@ -38,7 +39,8 @@ QUANTIZATIONS = ("none", "float16", "int8")
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 _OP = "TFLite_Detection_PostProcess"
 # The TFLite ops of the post-processing after the detection op, kept in float under int8.
-FLOAT_OPS = ("CONCATENATION", "ADD_N", "MINIMUM", "RELU", "TOPK_V2", "GATHER", "LESS", "SELECT_V2")
+FLOAT_OPS = ("CONCATENATION", "ADD_N", "MINIMUM", "RELU", "TOPK_V2", "GATHER", "LESS", "SELECT_V2", "TRANSPOSE",
+             "GREATER_EQUAL")
 
 
 def centre_size(boxes):
@@ -79,6 +81,7 @@ class TFLiteModule(tf.Module):
     self._anchors = centre_size(ssd.default_boxes.numpy())
     self._max_detections = int(ssd.config.postprocess.max_detections)
     self._clip = ssd.config.postprocess.clip_boxes != "none"
+    self._top_k = int(ssd.config.postprocess.pre_nms_top_k)
     self._with_post_process = post_process
 
     k = self.attributes["max_detections"]
@@ -100,9 +103,13 @@ class TFLiteModule(tf.Module):
     if not self._with_post_process:
       return dict(box_encodings=loc, class_scores=scores)
     anchors = tf.constant(self._anchors)
+    columns = scores[..., 1:]                                                     # [1, N, C]
+    if self._top_k > 0:  # postprocess.pre_nms_top_k: each class's k best boxes only
+      kth = tf.math.top_k(tf.transpose(columns[0]), k=min(self._top_k, columns.shape[1])).values[:, -1]  # [C]
+      columns = tf.where(columns >= kth, columns, 0.0)
     # Per class: boxes [1, k, 4], class 0, scores [1, k], count [1] (k = op max_detections).
     per_class = [self._detection_op(loc, column, anchors)
-                 for column in tf.split(scores[..., 1:], self._ssd.num_classes, axis=-1)]
+                 for column in tf.split(columns, self._ssd.num_classes, axis=-1)]
     k, total = self.attributes["max_detections"], self._max_detections
     boxes = tf.concat([d[0] for d in per_class], axis=1)                        # [1, C * k, 4]
     scores = tf.concat([d[2] for d in per_class], axis=1)                       # [1, C * k]

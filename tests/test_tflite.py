@@ -31,9 +31,10 @@ from test_learning import small_config
 CATEGORY_IDS = (3, 17, 90)
 
 
-def _small_ssd():
+def _small_ssd(pre_nms_top_k=0):
   """The float32 small SSD of test_learning, biased logits (labels 1 > 3 > 2 > background)."""
   config = small_config()
+  config.postprocess.pre_nms_top_k = pre_nms_top_k
   config.postprocess.score_threshold = 0.2
   config.postprocess.max_detections = 20
   config.train.mixed_precision = ""
@@ -70,12 +71,14 @@ def small(tmp_path_factory):
   label_map = LabelMap([dict(label=i + 1, category_id=c, name=f"class {c}") for i, c in enumerate(CATEGORY_IDS)])
   try:
     ssd = _small_ssd()
+    pre_nms_top_k = _small_ssd(pre_nms_top_k=4)  # the same weights (same seed): at most 12 detections
+    top_k_path = tflite_export.write(tflite_export.convert(pre_nms_top_k), label_map, str(tmp / "top_k"))
     calibration_images = [tflite_export.resize_image(p, ssd.image_size)[0] for p in _pictures()] * 2
     paths = {q: tflite_export.write(tflite_export.convert(ssd, q, calibration_images), label_map, str(tmp / q))
              for q in tflite_export.QUANTIZATIONS}
   finally:
     keras.mixed_precision.set_global_policy("float32")
-  return ssd, paths
+  return ssd, dict(paths, top_k=(pre_nms_top_k, top_k_path))
 
 
 def test_centre_size_and_op_attributes():
@@ -91,12 +94,14 @@ def test_centre_size_and_op_attributes():
   assert attributes["use_regular_nms"] and attributes["num_classes"] == 1
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_float32_model_detects_as_the_ssd(small, threads):
+@pytest.mark.parametrize("threads, pre_nms_top_k", [(1, False), (2, False), (3, False), (2, True)])
+def test_float32_model_detects_as_the_ssd(small, threads, pre_nms_top_k):
   """Boxes within 1e-4, the same labels and scores, at every thread count (the op's multi-threaded
-  regular NMS over several classes skips one: the model runs one op per class)."""
+  regular NMS over several classes skips one: the model runs one op per class), and with
+  postprocess.pre_nms_top_k (4 of the 1524 boxes per class)."""
   ssd, paths = small
-  model = tflite_model.TFLiteModel(paths["none"], num_threads=threads)
+  ssd, path = paths["top_k"] if pre_nms_top_k else (ssd, paths["none"])
+  model = tflite_model.TFLiteModel(path, num_threads=threads)
   assert model.image_size == ssd.image_size
   for picture in _pictures():
     image = tflite_export.resize_image(picture, ssd.image_size)
@@ -119,7 +124,8 @@ def test_outputs_inputs_ops_and_label_files(small):
   labels.txt line i is the name of class index i."""
   ssd, paths = small
   size = ssd.image_size
-  for quantize, path in paths.items():
+  for quantize in tflite_export.QUANTIZATIONS:
+    path = paths[quantize]
     interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     (inputs,) = interpreter.get_input_details()
