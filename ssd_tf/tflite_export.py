@@ -11,17 +11,17 @@ The model (one image per call):
 
 Inside: cast to float, the Keras network (its input normalization included), softmax over
 the 1 + C columns (with postprocess.pre_nms_top_k > 0, each class's scores outside its k best set to
-0), then for each class c one ``TFLite_Detection_PostProcess`` op (regular NMS,
-num_classes 1) on the scores of column c: it decodes the offsets (dy, dx, dh, dw) against the
-default boxes as (ycentre, xcentre, h, w) with scales 1 / variances, keeps scores >=
-score_threshold and runs greedy NMS (IoU > iou_threshold suppresses), at most
-max_detections_per_class; the K best of all classes are kept (TOPK_V2, GATHER), and boxes are
-clipped to [0, 1] unless postprocess.clip_boxes is "none". One op per class rather than one op
-over all classes: the op's multi-threaded regular NMS (used whenever the interpreter has more
-than one thread) skips class index ``num_threads`` (TF 2.21 and ai-edge-litert 2.3.0; README,
-Edge); with one class per op every thread count gives the same detections. The op is declared
-through a tf.function whose ``experimental_implements`` names it; the converter replaces the
-function by the op.
+0), then for each pair of classes one ``TFLite_Detection_PostProcess`` op (regular NMS) on their
+columns: it decodes the offsets (dy, dx, dh, dw) against the default boxes as (ycentre, xcentre,
+h, w) with scales 1 / variances, keeps scores >= score_threshold and runs greedy NMS per class
+(IoU > iou_threshold suppresses), at most max_detections_per_class each; the K best of all classes
+are kept (TOPK_V2, GATHER), and boxes are clipped to [0, 1] unless postprocess.clip_boxes is "none".
+Pairs rather than one op over all classes: the op's regular NMS runs its classes on the
+interpreter's threads, and with more than one thread it never looks at class index ``num_threads``
+(its shared column counter is pre-incremented; TF 2.21 and ai-edge-litert 2.3.0; README, Edge). An
+op with no more classes than threads has nothing to skip, and one thread runs a plain loop, so every
+thread count gives the same detections. The op is declared through a tf.function whose
+``experimental_implements`` names it; the converter replaces the function by the op.
 """
 
 import os
@@ -38,6 +38,9 @@ from ssd_tf import images
 QUANTIZATIONS = ("none", "float16", "int8")
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 _OP = "TFLite_Detection_PostProcess"
+# Classes per op: the op's regular NMS never skips a class when it has no more classes than the
+# interpreter has threads (or runs on one thread); see the module docstring.
+CLASSES_PER_OP = 2
 # The TFLite ops of the post-processing after the detection op, kept in float under int8.
 FLOAT_OPS = ("CONCATENATION", "ADD_N", "MINIMUM", "RELU", "TOPK_V2", "GATHER", "LESS", "SELECT_V2", "TRANSPOSE",
              "GREATER_EQUAL")
@@ -50,12 +53,15 @@ def centre_size(boxes):
   return np.concatenate([boxes[:, :2] + size / 2, size], axis=1).astype(np.float32)
 
 
-def op_attributes(postprocess, variances):
-  """Attributes of the one-class post-processing op, from config.postprocess and box_coder.variances."""
+def op_attributes(postprocess, variances, num_classes):
+  """Attributes of a post-processing op over ``num_classes`` (<= CLASSES_PER_OP) classes, from
+  config.postprocess and box_coder.variances: each class keeps at most max_detections_per_class, the op
+  as many as can reach the model's max_detections."""
   per_class = min(int(postprocess.max_detections_per_class), int(postprocess.max_detections))
-  return dict(max_detections=per_class, max_classes_per_detection=1, detections_per_class=per_class,
-              use_regular_nms=True, nms_score_threshold=float(postprocess.score_threshold),
-              nms_iou_threshold=float(postprocess.iou_threshold), num_classes=1,
+  return dict(max_detections=min(int(postprocess.max_detections), num_classes * per_class),
+              max_classes_per_detection=1, detections_per_class=per_class, use_regular_nms=True,
+              nms_score_threshold=float(postprocess.score_threshold),
+              nms_iou_threshold=float(postprocess.iou_threshold), num_classes=int(num_classes),
               y_scale=1 / float(variances[0]), x_scale=1 / float(variances[0]),
               h_scale=1 / float(variances[1]), w_scale=1 / float(variances[1]))
 
@@ -70,31 +76,41 @@ def _implements(attributes):
                                           for k, v in attributes.items()])
 
 
+def detection_op(attributes):
+  """A tf.function standing for the op with ``attributes``: (box_encodings [1, N, 4], class_scores
+  [1, N, c], anchors [N, 4]) -> boxes [1, k, 4], classes [1, k] 0..c-1, scores [1, k], count [1]. The
+  converter puts the op in place of its body."""
+  k = attributes["max_detections"]
+
+  @tf.function(experimental_implements=_implements(attributes))
+  def op(box_encodings, class_scores, anchors):
+    del box_encodings, class_scores, anchors
+    return tf.zeros([1, k, 4]), tf.zeros([1, k]), tf.zeros([1, k]), tf.zeros([1])
+
+  return op
+
+
 class TFLiteModule(tf.Module):
   """What the converter reads: the SSD's network variables and ``detect`` (module docstring)."""
 
   def __init__(self, ssd, post_process=True):
     super().__init__()
     self.network_variables = [variable.value for variable in ssd.network.variables]
-    self.attributes = op_attributes(ssd.config.postprocess, ssd.variances)
     self._ssd = ssd
     self._anchors = centre_size(ssd.default_boxes.numpy())
     self._max_detections = int(ssd.config.postprocess.max_detections)
     self._clip = ssd.config.postprocess.clip_boxes != "none"
     self._top_k = int(ssd.config.postprocess.pre_nms_top_k)
     self._with_post_process = post_process
-
-    k = self.attributes["max_detections"]
-
-    @tf.function(experimental_implements=_implements(self.attributes))
-    def detection_op(box_encodings, class_scores, anchors):
-      del box_encodings, class_scores, anchors  # the converter puts the op in place of this body
-      return tf.zeros([1, k, 4]), tf.zeros([1, k]), tf.zeros([1, k]), tf.zeros([1])
-
-    self._detection_op = detection_op
+    c = ssd.num_classes
+    self.groups = [min(CLASSES_PER_OP, c - start) for start in range(0, c, CLASSES_PER_OP)]
     size = ssd.image_size
     self.detect = tf.function(self._detect, input_signature=[tf.TensorSpec([1, size, size, 3], tf.uint8,
                                                                            name="image")])
+
+  def attributes(self):
+    """{classes in a group: the attributes of its op}."""
+    return {n: op_attributes(self._ssd.config.postprocess, self._ssd.variances, n) for n in set(self.groups)}
 
   def _detect(self, image):
     outputs = self._ssd(tf.cast(image, tf.float32), training=False)
@@ -102,25 +118,32 @@ class TFLiteModule(tf.Module):
     scores = tf.nn.softmax(tf.cast(outputs["logits"], tf.float32), axis=-1)       # [1, N, 1 + C]
     if not self._with_post_process:
       return dict(box_encodings=loc, class_scores=scores)
+    return self.post_process(loc, scores)
+
+  def post_process(self, loc, scores):
+    """loc [1, N, 4] offsets, scores [1, N, 1 + C] softmax -> the output dict (module docstring)."""
     anchors = tf.constant(self._anchors)
     columns = scores[..., 1:]                                                     # [1, N, C]
     if self._top_k > 0:  # postprocess.pre_nms_top_k: each class's k best boxes only
       kth = tf.math.top_k(tf.transpose(columns[0]), k=min(self._top_k, columns.shape[1])).values[:, -1]  # [C]
       columns = tf.where(columns >= kth, columns, 0.0)
-    # Per class: boxes [1, k, 4], class 0, scores [1, k], count [1] (k = op max_detections).
-    per_class = [self._detection_op(loc, column, anchors)
-                 for column in tf.split(columns, self._ssd.num_classes, axis=-1)]
-    k, total = self.attributes["max_detections"], self._max_detections
-    boxes = tf.concat([d[0] for d in per_class], axis=1)                        # [1, C * k, 4]
-    scores = tf.concat([d[2] for d in per_class], axis=1)                       # [1, C * k]
-    classes = np.repeat(np.arange(self._ssd.num_classes, dtype=np.float32), k)  # [C * k]
-    count = tf.minimum(tf.add_n([d[3] for d in per_class]), float(total))       # [1]
-    scores, index = tf.math.top_k(scores, k=min(total, len(classes)))           # [1, K']
+    # Per group of classes: boxes [1, k, 4], classes [1, k] in the group, scores [1, k], count [1].
+    ops = {n: detection_op(attributes) for n, attributes in self.attributes().items()}
+    found = [ops[n](loc, group, anchors)
+             for n, group in zip(self.groups, tf.split(columns, self.groups, axis=-1))]
+    boxes = tf.concat([d[0] for d in found], axis=1)                              # [1, R, 4]
+    scores = tf.concat([d[2] for d in found], axis=1)                             # [1, R]
+    first = np.cumsum([0] + self.groups[:-1])  # the group's first class, added with ADD_N (float under int8)
+    classes = tf.add_n([tf.concat([d[1] for d in found], axis=1),
+                        np.repeat(first, [d[1].shape[1] for d in found])[None].astype(np.float32)])
+    total = self._max_detections
+    count = tf.minimum(tf.add_n([d[3] for d in found]), float(total))             # [1]
+    scores, index = tf.math.top_k(scores, k=min(total, scores.shape[1]))        # [1, K']
     valid = tf.range(index.shape[1])[None] < tf.cast(count, tf.int32)[:, None]
     boxes = tf.gather(boxes, index, batch_dims=1)
     if self._clip:
       boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-    classes = tf.where(valid, tf.gather(tf.constant(classes), index), 0.0)
+    classes = tf.where(valid, tf.gather(classes, index, batch_dims=1), 0.0)
     pad = total - index.shape[1]  # fewer classes x k than K: zero rows, as the op pads
     if pad:
       boxes, classes, scores = (tf.concat([t, tf.zeros([1, pad] + t.shape[2:])], axis=1)
@@ -156,19 +179,21 @@ def convert(ssd, quantize="none", calibration=None, post_process=True):
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=converter.representative_dataset,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)))
-    return _finish(debugger.get_nondebug_quantized_model(), module.attributes)
-  return _finish(converter.convert(), module.attributes)
+    return _finish(debugger.get_nondebug_quantized_model(), module.attributes())
+  return _finish(converter.convert(), module.attributes())
 
 
 def _finish(model_bytes, attributes):
-  """Sets the op's attributes the converter drops (detections_per_class) and orders the subgraph's
+  """Sets each op's attributes ({num_classes: attributes}) as given, with those the converter drops
+  (detections_per_class), and orders the subgraph's
   outputs as OUTPUTS (the converter orders them arbitrarily; signature names stay)."""
   model = flatbuffer_utils.convert_bytearray_to_object(model_bytes)
   codes = [code.customCode for code in model.operatorCodes]
   graph = model.subgraphs[0]
   for op in graph.operators:
     if codes[op.opcodeIndex] == _OP.encode():
-      op.customOptions = list(flexbuffers.Dumps(attributes))
+      num_classes = flexbuffers.Loads(bytes(op.customOptions))["num_classes"]
+      op.customOptions = list(flexbuffers.Dumps(attributes[num_classes]))
   names = {o.tensorIndex: o.name.decode() for o in model.signatureDefs[0].outputs}
   if set(names.values()) == set(OUTPUTS):
     graph.outputs = sorted(graph.outputs, key=lambda tensor: OUTPUTS.index(names[tensor]))

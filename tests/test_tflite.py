@@ -86,18 +86,19 @@ def test_centre_size_and_op_attributes():
   np.testing.assert_allclose(tflite_export.centre_size(boxes), [[0.3, 0.4, 0.4, 0.4], [0.5, 0.25, 1.0, 0.5]],
                              atol=1e-7)
   config = small_config()
-  config.postprocess.max_detections_per_class, config.postprocess.max_detections = 200, 50
-  attributes = tflite_export.op_attributes(config.postprocess, (0.1, 0.2))
-  assert attributes["max_detections"] == attributes["detections_per_class"] == 50
+  config.postprocess.max_detections_per_class, config.postprocess.max_detections = 30, 50
+  attributes = tflite_export.op_attributes(config.postprocess, (0.1, 0.2), num_classes=2)
+  assert (attributes["max_detections"], attributes["detections_per_class"], attributes["num_classes"]) == (50, 30, 2)
+  assert tflite_export.op_attributes(config.postprocess, (0.1, 0.2), num_classes=1)["max_detections"] == 30
   assert (attributes["y_scale"], attributes["x_scale"], attributes["h_scale"], attributes["w_scale"]) == (
       pytest.approx(10.0), pytest.approx(10.0), pytest.approx(5.0), pytest.approx(5.0))
-  assert attributes["use_regular_nms"] and attributes["num_classes"] == 1
+  assert attributes["use_regular_nms"]
 
 
 @pytest.mark.parametrize("threads, pre_nms_top_k", [(1, False), (2, False), (3, False), (2, True)])
 def test_float32_model_detects_as_the_ssd(small, threads, pre_nms_top_k):
   """Boxes within 1e-4, the same labels and scores, at every thread count (the op's multi-threaded
-  regular NMS over several classes skips one: the model runs one op per class), and with
+  regular NMS skips a class when it has more classes than threads: the model runs one op per pair), and with
   postprocess.pre_nms_top_k (4 of the 1524 boxes per class)."""
   ssd, paths = small
   ssd, path = paths["top_k"] if pre_nms_top_k else (ssd, paths["none"])
