@@ -195,6 +195,7 @@ def main(argv):
             _TFLITE_THREADS.value, _TIMING.warmup.value, _TIMING.steps.value))
     report = dict(bench="ssd_tf_inference", **harness.model_facts(ssd), precision=_MODEL.precision.value,
                   checkpoint=_MODEL.checkpoint.value, score_threshold=_SCORE_THRESHOLD.value,
+                  pre_nms_top_k=int(config.postprocess.pre_nms_top_k),
                   images=str(pathlib.Path(_MODEL.coco_dir.value) / _SPLIT.value),
                   batch_size=_MODEL.batch_size.value, warmup=_TIMING.warmup.value, steps=_TIMING.steps.value,
                   **ours, machine=machine.facts(xla=False))

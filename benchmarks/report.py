@@ -129,7 +129,7 @@ def inference_table(records):
 
 def tflite_table(records):
   """Batch-1 latency of the .tflite models beside the SavedModel's, inference lines with TFLite rows."""
-  header = ("model", "weights", "score threshold", "threads", "SavedModel batch-1 ms (precision)",
+  header = ("model", "weights", "score threshold (pre-NMS top k)", "threads", "SavedModel batch-1 ms (precision)",
             "decode + resize ms", "TFLite float32 ms (net / post)", "TFLite float16 ms (net / post)",
             "TFLite int8 ms (net / post)", "int8 vs SavedModel latency")
   rows = []
@@ -138,7 +138,8 @@ def tflite_table(records):
     cells = [f"{lite[q]['model']['ms_median']:.1f} ({lite[q]['network']['ms_median']:.1f} / "
              f"{lite[q]['postprocess_ms']:.1f})" for q in ("float32", "float16", "int8")]
     ratio = lite["int8"]["model"]["ms_median"] / one["saved_model"]["ms_median"]
-    rows.append((model_name(r), _weights(r), f"{r['score_threshold']:g}", lite["threads"],
+    top_k = f" (top {r['pre_nms_top_k']})" if r.get("pre_nms_top_k") else ""
+    rows.append((model_name(r), _weights(r), f"{r['score_threshold']:g}{top_k}", lite["threads"],
                  f"{one['saved_model']['ms_median']:.1f} ({r['precision']})",
                  f"{one['preprocess']['ms_median']:.1f}", *cells, f"{ratio:.2f}"))
   return _table(header, rows)

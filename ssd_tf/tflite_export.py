@@ -184,9 +184,9 @@ def convert(ssd, quantize="none", calibration=None, post_process=True):
 
 
 def _finish(model_bytes, attributes):
-  """Sets each op's attributes ({num_classes: attributes}) as given, with those the converter drops
-  (detections_per_class), and orders the subgraph's
-  outputs as OUTPUTS (the converter orders them arbitrarily; signature names stay)."""
+  """Sets each op's attributes to ``attributes[its num_classes]`` (the converter drops
+  detections_per_class) and orders the subgraph's outputs as OUTPUTS (the converter orders them
+  arbitrarily; the signature's names stay)."""
   model = flatbuffer_utils.convert_bytearray_to_object(model_bytes)
   codes = [code.customCode for code in model.operatorCodes]
   graph = model.subgraphs[0]

@@ -210,7 +210,7 @@ SAMPLE = [
          ceiling_fraction=2.173, ceiling_gflop_per_s=140.0, speedup_vs_peer=1.3,
          peer=dict(images_per_s=5.0, autocast="bfloat16", **PEER_VERSIONS), machine=MACHINE),
     dict(bench="ssd_tf_inference", backbone="resnet50", backbone_taps=["conv3", "conv4"], image_size=512,
-         checkpoint=None, score_threshold=0.01, precision="float32", batch_size=8,
+         checkpoint=None, score_threshold=0.01, pre_nms_top_k=400, precision="float32", batch_size=8,
          batch1=dict(saved_model=dict(ms_median=410.4), detector=dict(ms_median=380.2), preprocess=dict(ms_median=6.3)),
          batch8=dict(saved_model=dict(images_per_s=2.71), detector=dict(images_per_s=2.93),
                      preprocess=dict(ms_median=50.2), network=dict(ms_median=2500.7),
@@ -240,7 +240,7 @@ def test_report_renders_tables(tmp_path):
   assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 | float32 | 8 | 410 | 2.71 | 380 | 2.93 "
           "| 50 / 2501 / 180 | 7% | 1900000 | - | - | - | - | - |") in text
   assert "| SSD300-VGG16 | checkpoint | 80 | 8 | 4.50 | 10% | - | - |" in text
-  assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 | 2 | 410.4 (float32) | 6.3 | 300.2 (280.1 / 20.1) "
+  assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 (top 400) | 2 | 410.4 (float32) | 6.3 | 300.2 (280.1 / 20.1) "
           "| 350.0 (330.0 / 20.0) | 102.6 (90.0 / 12.6) | 0.25 |") in text
   assert "input_pipeline" not in text  # no such records, no such table
 
