@@ -1,11 +1,16 @@
-r"""Exports a trained ssd_tf checkpoint as a SavedModel for TF Serving.
+r"""Exports a trained ssd_tf checkpoint as a SavedModel for TF Serving, or as a TFLite model.
 
   python export_savedmodel.py --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
       [--checkpoint=runs/r50/best/ckpt-40000] [--export_dir=runs/r50/export/saved_model]
+  python export_savedmodel.py --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
+      --format=tflite --quantize=none|float16|int8 [--calibration_images=300] \
+      [--export_dir=runs/r50/export/tflite_<float32|float16|int8>]
 
-Signatures: serving_default (tf.string [B] encoded JPEG/PNG bytes) and
+SavedModel signatures: serving_default (tf.string [B] encoded JPEG/PNG bytes) and
 serving_images (uint8 [B, H, W, 3]); outputs detection_boxes, detection_scores,
 detection_classes (dataset category ids), num_detections. See README "Serving".
+TFLite: <export_dir>/model.tflite (uint8 [1, S, S, 3] in; boxes, class indices 0..C-1,
+scores, count out), label_map.json and labels.txt beside it. See README "Edge".
 """
 
 from absl import app
@@ -18,7 +23,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "The config the model 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (checkpoints, label_map.json).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: newest in --workdir).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None,
-                                  "Output directory (default: <workdir>/export/saved_model).")
+                                  "Output directory (default: <workdir>/export/saved_model, or "
+                                  "<workdir>/export/tflite_<float32|float16|int8>).")
+_FORMAT = flags.DEFINE_enum("format", "saved_model", ("saved_model", "tflite"), "What to export.")
+_QUANTIZE = flags.DEFINE_enum("quantize", "none", ("none", "float16", "int8"),
+                              "tflite: none (float32), float16 weights, or int8 (full integer, uint8 input, "
+                              "calibrated on the prepared training records).")
+_CALIBRATION_IMAGES = flags.DEFINE_integer("calibration_images", 300,
+                                           "tflite int8: how many training images calibrate it.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 
@@ -30,9 +42,17 @@ def main(argv):
       raise ValueError("--config is required: the config the model was trained with")
     if not _WORKDIR.value:
       raise ValueError("--workdir is required: the training run directory")
+    if _FORMAT.value == "saved_model" and _QUANTIZE.value != "none":
+      raise ValueError(f"--quantize={_QUANTIZE.value} applies to --format=tflite only")
+    if _CALIBRATION_IMAGES.value < 1:
+      raise ValueError(f"--calibration_images={_CALIBRATION_IMAGES.value}: give at least 1")
     config = cli.load_config(_CONFIG)
     from ssd_tf import runner  # pylint: disable=g-import-not-at-top
-    runner.export_run(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
+    if _FORMAT.value == "tflite":
+      runner.export_tflite_run(config, _WORKDIR.value, _QUANTIZE.value, _CHECKPOINT.value, _EXPORT_DIR.value,
+                               _CALIBRATION_IMAGES.value)
+    else:
+      runner.export_run(config, _WORKDIR.value, _CHECKPOINT.value, _EXPORT_DIR.value)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "eval/predict: a checkpoint path (default: the newest in --workdir).")
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "predict: use this exported SavedModel instead of a checkpoint.")
+_TFLITE = flags.DEFINE_string(
+    "tflite", None, "eval: score this exported .tflite (label_map.json beside it) instead of a checkpoint; "
+    "--workdir is not needed.")
+_THREADS = flags.DEFINE_integer("num_threads", 2, "eval --tflite: the TFLite interpreter's threads.")
 _IMAGES = flags.DEFINE_list("images", None, "predict: image files, folders or glob patterns.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "predict: where detections.json and annotated images go "
@@ -74,6 +78,8 @@ def run(mode, config):
     return runner.train_run(config, _require_workdir(), evaluate=False)
   if mode == "train_and_eval":
     return runner.train_run(config, _require_workdir(), evaluate=True)
+  if mode == "eval" and _TFLITE.value:
+    return runner.evaluate_tflite(config, _TFLITE.value, _THREADS.value)
   if mode == "eval":
     return runner.evaluate_run(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
   if mode == "predict":

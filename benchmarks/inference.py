@@ -20,6 +20,15 @@ nms_candidates_per_image counts the (box, class) scores above the threshold, whi
 what NMS sorts. NB: with random weights every softmax score is near 1/(C+1) > 0.01, so
 nearly every candidate passes: a worst case, as for the peer.
 
+TFLite rows (--tflite_threads > 0; ssd_tf.tflite_export): the SSD built in float32 is converted to
+float32, float16 and int8 (calibrated on the first --calibration_images JPEGs of the split,
+decoded and resized) .tflite models, each timed at batch 1 in tf.lite.Interpreter (XNNPACK,
+--tflite_threads threads) on the same images, decoded and resized to uint8 beforehand:
+
+  model         the whole .tflite (network, softmax, detection post-processing).
+  network       the same conversion without the post-processing (network and softmax alone);
+                model - network is the post-processing's share.
+
 --peer_python runs torchvision's SSD of the same design ($PEER_DIR/torch_ssd_bench.py
 --mode infer, on random tensors, its own transform + network + postprocess) right after.
 
@@ -55,15 +64,18 @@ _TIMING = harness.define_timing_flags(
     peer_steps=(5, "Peer: timed calls per batch size."), peer_warmup=(2, "Peer: untimed calls first."))
 _SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 0.01, "config.postprocess.score_threshold.")
 _SPLIT = flags.DEFINE_string("split", "val2017", "Split whose JPEGs (and categories) are used.")
+_TFLITE_THREADS = flags.DEFINE_integer("tflite_threads", 2, "TFLite rows: interpreter threads (0: no TFLite rows).")
+_CALIBRATION = flags.DEFINE_integer("calibration_images", 50, "TFLite int8: JPEGs of the split it calibrates on.")
 flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 
 def read_jpegs(coco_dir, split, count):
-  """The bytes of the first `count` images (by file name) of <coco_dir>/<split>."""
+  """The bytes of the first `count` images (by file name) of <coco_dir>/<split> (count 0: all)."""
   folder = pathlib.Path(coco_dir) / split
   if not folder.is_dir():
     raise FileNotFoundError(f"{folder} not found: point --coco_dir (or COCO_TINY_DIR) at a COCO 2017 layout")
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+  count = count or len(paths)
   if len(paths) < count:
     raise ValueError(f"{folder} has {len(paths)} JPEGs, --batch_size={count} needs that many")
   return [p.read_bytes() for p in paths[:count]]
@@ -117,6 +129,36 @@ def measure(ssd, label_map, label_map_path, export_dir, jpegs, warmup, steps):
   return results
 
 
+def measure_tflite(ssd, jpegs, calibration_jpegs, threads, warmup, steps):
+  """{quantization name: figures} of the TFLite models (module docstring), on jpegs[0] at batch 1."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import images  # pylint: disable=g-import-not-at-top
+  from ssd_tf import tflite_export  # pylint: disable=g-import-not-at-top
+
+  def pixels(encoded):
+    return tflite_export.resize_image(images.decode(tf.constant(encoded)), ssd.image_size,
+                                      ssd.config.model.resize_antialias)
+
+  image = pixels(jpegs[0])
+  calibration = [pixels(encoded)[0] for encoded in calibration_jpegs]
+  results = {}
+  for quantize, name in (("none", "float32"), ("float16", "float16"), ("int8", "int8")):
+    row = {}
+    for part, post_process in (("model", True), ("network", False)):
+      with contextlib.redirect_stdout(io.StringIO()):
+        content = tflite_export.convert(ssd, quantize, calibration, post_process=post_process)
+      run = tf.lite.Interpreter(model_content=content, num_threads=threads).get_signature_runner()
+      outputs = run(image=image)
+      row[part] = harness.timing(harness.time_calls(lambda: run(image=image), warmup, steps), 1)  # pylint: disable=cell-var-from-loop
+      if post_process:
+        row["size_mb"] = round(len(content) / 2**20, 2)
+        row["detections_per_image"] = int(np.asarray(outputs["num_detections"])[0])
+    row["postprocess_ms"] = round(row["model"]["ms_median"] - row["network"]["ms_median"], 2)
+    results[name] = row
+  return results
+
+
 def peer_ratios(ours, theirs, batch_size):
   """How many times faster than the peer: images/s at batch_size, and batch-1 latency (median ms)."""
   big, one = f"batch{batch_size}", "batch1"
@@ -142,8 +184,18 @@ def main(argv):
       ssd = harness.load_ssd(config, _MODEL.checkpoint.value)
       ours = measure(ssd, label_map, label_map_path, os.path.join(workdir, "saved_model"), jpegs,
                      _TIMING.warmup.value, _TIMING.steps.value)
+      if _TFLITE_THREADS.value > 0:
+        float32_ssd = ssd
+        if _MODEL.precision.value != "float32":  # TFLite converts the float32 network
+          float32_config = config.copy_and_resolve_references()
+          float32_config.train.mixed_precision = ""
+          float32_ssd = harness.load_ssd(float32_config, _MODEL.checkpoint.value)
+        ours["tflite"] = dict(threads=_TFLITE_THREADS.value, calibration_images=_CALIBRATION.value, **measure_tflite(
+            float32_ssd, jpegs, read_jpegs(_MODEL.coco_dir.value, _SPLIT.value, 0)[:_CALIBRATION.value],
+            _TFLITE_THREADS.value, _TIMING.warmup.value, _TIMING.steps.value))
     report = dict(bench="ssd_tf_inference", **harness.model_facts(ssd), precision=_MODEL.precision.value,
                   checkpoint=_MODEL.checkpoint.value, score_threshold=_SCORE_THRESHOLD.value,
+                  pre_nms_top_k=int(config.postprocess.pre_nms_top_k),
                   images=str(pathlib.Path(_MODEL.coco_dir.value) / _SPLIT.value),
                   batch_size=_MODEL.batch_size.value, warmup=_TIMING.warmup.value, steps=_TIMING.steps.value,
                   **ours, machine=machine.facts(xla=False))

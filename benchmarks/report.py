@@ -127,6 +127,24 @@ def inference_table(records):
   return _table(header, rows)
 
 
+def tflite_table(records):
+  """Batch-1 latency of the .tflite models beside the SavedModel's, inference lines with TFLite rows."""
+  header = ("model", "weights", "score threshold (pre-NMS top k)", "threads", "SavedModel batch-1 ms (precision)",
+            "decode + resize ms", "TFLite float32 ms (net / post)", "TFLite float16 ms (net / post)",
+            "TFLite int8 ms (net / post)", "int8 vs SavedModel latency")
+  rows = []
+  for r in records:
+    one, lite = r["batch1"], r["tflite"]
+    cells = [f"{lite[q]['model']['ms_median']:.1f} ({lite[q]['network']['ms_median']:.1f} / "
+             f"{lite[q]['postprocess_ms']:.1f})" for q in ("float32", "float16", "int8")]
+    ratio = lite["int8"]["model"]["ms_median"] / one["saved_model"]["ms_median"]
+    top_k = f" (top {r['pre_nms_top_k']})" if r.get("pre_nms_top_k") else ""
+    rows.append((model_name(r), _weights(r), f"{r['score_threshold']:g}{top_k}", lite["threads"],
+                 f"{one['saved_model']['ms_median']:.1f} ({r['precision']})",
+                 f"{one['preprocess']['ms_median']:.1f}", *cells, f"{ratio:.2f}"))
+  return _table(header, rows)
+
+
 def eval_table(records):
   header = ("model", "weights", "images", "batch", "eval mode img/s", "pycocotools share", "warm img/s",
             "pycocotools share (warm)")
@@ -146,6 +164,7 @@ def pipeline_table(records):
   return _table(header, rows)
 
 
+TFLITE_TITLE = "TFLite, batch 1, uint8 image in, beside the SavedModel (benchmarks/inference.py)"
 SECTIONS = (
     ("ssd_tf_train", "Training, steady-state images/s of the full step (benchmarks/train_throughput.py)",
      train_table),
@@ -164,6 +183,9 @@ def render(records):
     rows = [r for r in records if r["bench"] == bench]
     if rows:
       parts.append(f"**{title}**\n\n{table(rows)}")
+  lite = [r for r in records if r["bench"] == "ssd_tf_inference" and "tflite" in r]
+  if lite:
+    parts.append(f"**{TFLITE_TITLE}**\n\n{tflite_table(lite)}")
   return "\n\n".join(parts)
 
 

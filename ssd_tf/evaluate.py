@@ -26,6 +26,7 @@ from ssd_tf import visualize
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
 from ssd_tf.label_map import UNUSED_NAME
+from ssd_tf.ssd import SSD
 
 DRAW_SCORE_THRESHOLD = 0.3  # detections drawn on TensorBoard images
 
@@ -286,7 +287,11 @@ def coco_ground_truth(config, dataset, label_map):
 
 
 class Evaluator:
-  """COCO evaluation of an SSD on config.data.eval_split; prints and writes the results to workdir."""
+  """COCO evaluation of an SSD on config.data.eval_split; prints and writes the results to workdir.
+
+  Also of any detector whose ``detect`` takes the eval batches' images as NumPy and returns what
+  SSD.detect returns (tflite_model.TFLiteModel): called as it is, where an SSD's is a tf.function.
+  """
 
   def __init__(self, config, workdir, label_map):
     self.config = config
@@ -300,7 +305,7 @@ class Evaluator:
   def __call__(self, ssd, step=None, drawings=True):
     """Returns metrics (plus "images": uint8 drawings of the first eval images, when asked)."""
     if self._detecting is not ssd:
-      self._detect, self._detecting = tf.function(ssd.detect), ssd
+      self._detect, self._detecting = tf.function(ssd.detect) if isinstance(ssd, SSD) else ssd.detect, ssd
     bar = progress.Progress(None, name="eval", unit="images")
 
     def report(done, total):

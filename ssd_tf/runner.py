@@ -15,13 +15,17 @@ from ssd_tf import distribute
 from ssd_tf import files
 from ssd_tf import run_dir
 from ssd_tf import run_lock
+from ssd_tf import tflite_export
+from ssd_tf import tflite_model
 from ssd_tf.convert import detectors
+from ssd_tf.data import calibration
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
 from ssd_tf.data import synthetic
 from ssd_tf.data.prepare import prepare_split
 from ssd_tf.evaluate import Evaluator, format_table
 from ssd_tf.export import export_saved_model
+from ssd_tf.label_map import LabelMap
 from ssd_tf.predict import predict
 from ssd_tf.progress import format_duration
 from ssd_tf.ssd import SSD
@@ -103,6 +107,19 @@ def evaluate_run(config, workdir, checkpoint=None):
   return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
 
 
+def evaluate_tflite(config, tflite_path, num_threads=2):
+  """Scores a .tflite detector (tflite_export) on the config's eval split, one image per call; the
+  label map beside it maps its classes; results go to <its folder>/eval."""
+  model = tflite_model.TFLiteModel(tflite_path, num_threads)
+  if model.image_size != config.model.image_size:
+    raise ValueError(f"{tflite_path} takes {model.image_size} px images but config.model.image_size is "
+                     f"{config.model.image_size}: give the config it was exported from")
+  output_dir = os.path.join(os.path.dirname(os.path.abspath(tflite_path)), "eval")
+  files.check_writable(output_dir)
+  label_map = LabelMap.load(os.path.join(os.path.dirname(tflite_path), "label_map.json"))
+  return Evaluator(config, output_dir, label_map)(model, drawings=False)
+
+
 def convert_run(config, source, workdir, overwrite=False):
   """A published detector checkpoint (convert.DETECTORS) -> a run directory: checkpoints/ckpt-0,
   config.json, label_map.json, which eval, predict, export, training (init_from) and
@@ -132,6 +149,27 @@ def export_run(config, workdir, checkpoint=None, export_dir=None):
   export_saved_model(ssd, label_map, run_dir.label_map_path(workdir), export_dir)
   print(f"SavedModel written to {export_dir}", flush=True)
   return export_dir
+
+
+def export_tflite_run(config, workdir, quantize, checkpoint=None, export_dir=None, calibration_images=300):
+  """Checkpoint -> <export_dir>/model.tflite + label_map.json + labels.txt (tflite_export), built in
+  float32 whatever the run's precision; int8 calibrates on the first ``calibration_images`` prepared
+  training images (config.data.tfrecord_dir, else the run's own)."""
+  label_map = run_dir.load_label_map(workdir)
+  name = {"none": "float32"}.get(quantize, quantize)
+  export_dir = export_dir or os.path.join(workdir, "export", f"tflite_{name}")
+  files.check_writable(os.path.dirname(os.path.normpath(export_dir)) or ".")
+  images = None
+  if quantize == "int8":  # before the slow part: missing records stop the export at once
+    records_dir = config.data.tfrecord_dir or run_dir.load_config(workdir).data.tfrecord_dir
+    images = calibration.calibration_images(records_dir, config.data.train_split, calibration_images,
+                                            config.model.image_size, config.model.resize_antialias)
+  config = config.copy_and_resolve_references()
+  config.train.mixed_precision = ""
+  ssd, _ = _restored_ssd(config, workdir, checkpoint)
+  path = tflite_export.write(tflite_export.convert(ssd, quantize, images), label_map, export_dir)
+  print(f"TFLite model ({name}) written to {path}", flush=True)
+  return path
 
 
 def predict_images(config, workdir, patterns, checkpoint=None, saved_model=None, output_dir=None):

@@ -25,7 +25,7 @@ TINY = ("--config=tests/tiny_config.py", "--config.model.num_classes=80")  # 64 
 COMMANDS = {
     "train": ("train_throughput.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--breakdown",
               "--peak_seconds=0.2"),
-    "inference": ("inference.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1"),
+    "inference": ("inference.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--calibration_images=4"),
     "eval": ("eval_speed.py", *TINY, "--rounds=2", "--config.eval.num_images=16"),
 }
 
@@ -102,6 +102,15 @@ def test_inference(outputs):
     # Random weights: scores ~1/81 > 0.01 for most of the 368 boxes x 80 classes.
     assert 0.1 * 368 * 80 < row["nms_candidates_per_image"] <= 368 * 80
     assert row["detections_per_image"] == 20  # tiny_config's postprocess.max_detections
+  lite = r["tflite"]
+  assert (lite["threads"], lite["calibration_images"]) == (2, 4)
+  for name in ("float32", "float16", "int8"):
+    _check_timing(lite[name]["model"], 1)
+    _check_timing(lite[name]["network"], 1)
+    assert lite[name]["postprocess_ms"] == pytest.approx(
+        lite[name]["model"]["ms_median"] - lite[name]["network"]["ms_median"], abs=0.011)
+    assert lite[name]["detections_per_image"] == 20
+  assert lite["int8"]["size_mb"] < lite["float16"]["size_mb"] < lite["float32"]["size_mb"]
 
 
 @pytest.mark.e2e
@@ -201,11 +210,14 @@ SAMPLE = [
          ceiling_fraction=2.173, ceiling_gflop_per_s=140.0, speedup_vs_peer=1.3,
          peer=dict(images_per_s=5.0, autocast="bfloat16", **PEER_VERSIONS), machine=MACHINE),
     dict(bench="ssd_tf_inference", backbone="resnet50", backbone_taps=["conv3", "conv4"], image_size=512,
-         checkpoint=None, score_threshold=0.01, precision="float32", batch_size=8,
-         batch1=dict(saved_model=dict(ms_median=410.4), detector=dict(ms_median=380.2)),
+         checkpoint=None, score_threshold=0.01, pre_nms_top_k=400, precision="float32", batch_size=8,
+         batch1=dict(saved_model=dict(ms_median=410.4), detector=dict(ms_median=380.2), preprocess=dict(ms_median=6.3)),
          batch8=dict(saved_model=dict(images_per_s=2.71), detector=dict(images_per_s=2.93),
                      preprocess=dict(ms_median=50.2), network=dict(ms_median=2500.7),
                      postprocess=dict(ms_median=180.4), postprocess_share=0.066, nms_candidates_per_image=1.9e6),
+         tflite=dict(threads=2, **{name: dict(model=dict(ms_median=m), network=dict(ms_median=n), postprocess_ms=m - n)
+                                   for name, m, n in (("float32", 300.2, 280.1), ("float16", 350.0, 330.0),
+                                                      ("int8", 102.6, 90.0))}),
          machine=dict(MACHINE, date="2026-11-26T09:00:00")),
     dict(bench="ssd_tf_eval", backbone="vgg16", image_size=300, checkpoint="runs/vgg/ckpt-1", num_images=80,
          batch_size=8, eval_mode=dict(images_per_s=4.5, pycocotools_share=0.104), machine=MACHINE),
@@ -228,6 +240,8 @@ def test_report_renders_tables(tmp_path):
   assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 | float32 | 8 | 410 | 2.71 | 380 | 2.93 "
           "| 50 / 2501 / 180 | 7% | 1900000 | - | - | - | - | - |") in text
   assert "| SSD300-VGG16 | checkpoint | 80 | 8 | 4.50 | 10% | - | - |" in text
+  assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 (top 400) | 2 | 410.4 (float32) | 6.3 | 300.2 (280.1 / 20.1) "
+          "| 350.0 (330.0 / 20.0) | 102.6 (90.0 / 12.6) | 0.25 |") in text
   assert "input_pipeline" not in text  # no such records, no such table
 
 
