@@ -274,6 +274,7 @@ def test_resnet_imagenet_weights_load_like_keras_applications(depth, tmp_path, m
     np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
 
 
+@pytest.mark.slow  # about 10 s and 5 GB: VGG16 with its classifier top, twice
 def test_vgg16_imagenet_weights_load_like_keras_applications(tmp_path, monkeypatch):
   """weights="imagenet" offline, as for the ResNets; the file has the classifier top (138M parameters),
   and the SSD's conv6 / conv7 must compute the paper's subsampled fc6 / fc7: conv6 is a 3x3 conv

@@ -234,7 +234,7 @@ def test_another_backbone_is_one_line_naming_both(source):
     init_from.apply(SSD(config), str(source["workdir"]))
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # about 20 s: two trainings in subprocesses
 def test_main_fine_tunes_a_run_and_its_rerun_resumes(tmp_path_factory, tmp_path):
   """main.py --config.model.init_from=<run>: the tiny run's own classes, so every variable is loaded."""
   source_run = cli_helpers.trained_run(tmp_path_factory)["workdir"]

@@ -181,7 +181,7 @@ def _one_error_line(result):
   return lines[0]
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # about 25 s: two exports (int8 calibrates) and an eval in subprocesses
 def test_export_and_eval_from_the_command_line(trained):
   """export_savedmodel.py --format=tflite (float32, int8) beside the run; eval --tflite scores the float32
   one as eval mode scored the checkpoint."""
