@@ -67,6 +67,8 @@ def run(mode, config):
     raise ValueError("--mode=predict needs --images (files, folders or globs)")
   if mode == "convert" and not _SOURCE.value:
     raise ValueError("--mode=convert needs --source (a .pth checkpoint)")
+  if _TFLITE.value and mode != "eval":
+    raise ValueError(f"--tflite applies to --mode=eval, not --mode={mode}")
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
   if mode == "quickstart":
     return runner.quickstart(config, _WORKDIR.value or os.path.join("runs", "quickstart"))

@@ -214,6 +214,13 @@ def test_usage_errors_are_one_line(args, fragment):
 
 
 @pytest.mark.e2e
+def test_tflite_outside_eval_is_one_line():
+  result = run_cli("main.py", f"--config={cli_helpers.TINY_CONFIG}", "--mode=train", "--workdir=/tmp/none",
+                   "--tflite=model.tflite", timeout=60)
+  assert "--tflite applies to --mode=eval, not --mode=train" in _one_error_line(result)
+
+
+@pytest.mark.e2e
 def test_int8_without_prepared_records_is_one_line(trained, tmp_path):
   result = run_cli("export_savedmodel.py", f"--config={cli_helpers.TINY_CONFIG}",
                    f"--config.data.tfrecord_dir={tmp_path}", f"--workdir={trained['workdir']}", "--format=tflite",
