@@ -20,7 +20,7 @@ import cli_helpers
 from ssd_tf.data import prepare
 from ssd_tf.data import synthetic
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # about 20 s: the old code trains and evaluates
 
 BEFORE_SSD_OBJECT = "34cf7f7361b4f6bb9ef86dc1864a91aa95989a88"  # the last commit whose model, train and runner predate ssd_tf.SSD
 

@@ -257,7 +257,7 @@ def _load_weights(path):
           for part in ("initial", "final")}
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # about 20 s: two worker processes
 def test_two_workers_train_like_one_device_and_only_the_chief_writes(tmp_path):
   workdir = tmp_path / "run"
   outputs = [tmp_path / f"worker_{i}.npz" for i in range(2)]

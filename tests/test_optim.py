@@ -175,8 +175,8 @@ def float32_run(tmp_path_factory):
   return initial, train_helpers.model_weights(trainer.ssd.network), losses
 
 
-@pytest.mark.parametrize("policy, first_loss_rtol, steps", [("mixed_float16", 1e-2, 3),
-                                                            ("mixed_bfloat16", 5e-2, 2)])
+@pytest.mark.parametrize("policy, first_loss_rtol, steps", [
+    pytest.param("mixed_float16", 1e-2, 3, marks=pytest.mark.slow), ("mixed_bfloat16", 5e-2, 2)])
 def test_mixed_precision_step(float32_run, tmp_path, policy, first_loss_rtol, steps):
   initial, _, reference_losses = float32_run
   trainer = _trainer(tmp_path, initial, mixed_precision=policy)
@@ -203,6 +203,7 @@ def test_mixed_precision_step(float32_run, tmp_path, policy, first_loss_rtol, st
   assert trainer.step == steps   # steps run (checkpoint numbers, resume), skipped ones included
 
 
+@pytest.mark.slow  # about 13 s: XLA compiles the step
 def test_xla_step_matches_the_graph_step(float32_run, tmp_path):
   initial, reference, reference_losses = float32_run
   trainer = _trainer(tmp_path, initial, jit_compile=True)
