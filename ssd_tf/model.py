@@ -70,11 +70,11 @@ def build_network(config, backbone_weights):
   num_boxes = anchors.boxes_per_cell(config.anchors)
   backbone = build_backbone(m.backbone, backbone_weights, m.batchnorm_momentum, m.batchnorm_synchronized,
                             taps=m.backbone_taps, variant=m.backbone_variant)
-  normalization = (NORMALIZATIONS[m.input_normalization]() if m.input_normalization
-                   else backbone.normalization)
+  if m.input_normalization:
+    backbone = backbone._replace(normalization=NORMALIZATIONS[m.input_normalization]())
 
   images = keras.Input((m.image_size, m.image_size, 3), dtype="float32", name="images")
-  features = keras.tree.flatten(backbone.model(normalization(images)))
+  features = backbone.taps(images)
   _check_extra_layers(config, len(features))
   norm = functools.partial(batch_norm.BatchNormalization, momentum=m.batchnorm_momentum, epsilon=1e-5,
                            synchronized=m.batchnorm_synchronized) if m.extra_batchnorm else None

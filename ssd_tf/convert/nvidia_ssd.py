@@ -20,7 +20,6 @@ KEY = "feature_extractor.feature_extractor.0.weight"  # identifies the format
 _PREFIX = "feature_extractor.feature_extractor."
 # torchvision ResNet module -> its index among the first children NVIDIA keeps.
 _BACKBONE = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6"}
-_OFFSETS = (1, 0, 3, 2)
 
 
 def label_map():
@@ -45,7 +44,7 @@ def load(ssd, state):
       assign.batch_norm(network.get_layer(f"extra{k}_{j}_bn"), f"additional_blocks.{k}.{norm}")
   for level, boxes in enumerate(ssd.boxes_per_cell):
     assign.conv(network.get_layer(f"level{level}_loc"), f"loc.{level}",
-                weights.head_channel_order(boxes, 4, "column_major", _OFFSETS))
+                weights.head_channel_order(boxes, 4, "column_major", weights.OFFSETS_FROM_XY))
     assign.conv(network.get_layer(f"level{level}_logits"), f"conf.{level}",
                 weights.head_channel_order(boxes, ssd.num_classes + 1, "column_major"))
   assign.check_complete()

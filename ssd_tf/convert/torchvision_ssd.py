@@ -18,7 +18,6 @@ KEY = "backbone.features.0.weight"  # identifies the format
 # torchvision.models.vgg16 `features` indices of the 13 convs, in vgg.CONV_LAYERS order.
 _CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)
 _CONV5_INDICES = (1, 3, 5)  # in backbone.extra.0 (after pool4)
-_OFFSETS = (1, 0, 3, 2)  # ssd_tf's (dy, dx, dh, dw) from torchvision's (dx, dy, dw, dh)
 
 
 def label_map():
@@ -45,7 +44,7 @@ def load(ssd, state):
     assign.conv(network.get_layer(f"extra{k}_2_conv"), f"backbone.extra.{k + 1}.2")
   for level, boxes in enumerate(ssd.boxes_per_cell):
     assign.conv(network.get_layer(f"level{level}_loc"), f"head.regression_head.module_list.{level}",
-                weights.head_channel_order(boxes, 4, "box_major", _OFFSETS))
+                weights.head_channel_order(boxes, 4, "box_major", weights.OFFSETS_FROM_XY))
     assign.conv(network.get_layer(f"level{level}_logits"), f"head.classification_head.module_list.{level}")
   assign.check_complete()
   state.check_consumed()

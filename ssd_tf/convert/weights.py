@@ -53,6 +53,10 @@ class StateDict:
     return ignored
 
 
+# ssd_tf's box offsets (dy, dx, dh, dw) as columns of PyTorch's (dx, dy, dw, dh): torchvision's and NVIDIA's.
+OFFSETS_FROM_XY = (1, 0, 3, 2)
+
+
 def conv_kernel(weight):
   """PyTorch [O, I, kh, kw] -> Keras [kh, kw, I, O]."""
   return np.transpose(weight, (2, 3, 1, 0))
