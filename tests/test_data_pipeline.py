@@ -169,9 +169,10 @@ def test_configuration_errors_are_clear(dataset_dirs, tmp_path):
   assert pipeline.label_map(_config(dataset_dirs[1])).names() == list(synthetic.CLASSES)
 
 
-def test_a_record_whose_image_does_not_decode_is_skipped(dataset_dirs, tmp_path):
-  """A shard written by other tools may hold an undecodable image: training skips that record
-  (tf.data logs a warning naming the error) and goes on with the others."""
+def test_a_record_that_does_not_decode_is_skipped_and_counted(dataset_dirs, tmp_path, capfd):
+  """A shard written by other tools may hold an undecodable image or bytes that are no Example:
+  training skips those records, warns for each with the image id and the running count, and goes
+  on with the others."""
   _, tfrecord_dir = dataset_dirs
   bad_dir = tmp_path / "records"
   bad_dir.mkdir()
@@ -183,7 +184,7 @@ def test_a_record_whose_image_does_not_decode_is_skipped(dataset_dirs, tmp_path)
                                   np.ones(1, np.int64), np.zeros(1, bool))
   path = bad_dir / records.shard_name("train2017", 0, 1)
   with tf.io.TFRecordWriter(str(path)) as writer:
-    for serialized in good[:3] + [broken] + good[3:8]:
+    for serialized in good[:3] + [broken] + good[3:6] + [b"no Example"] + good[6:8]:
       writer.write(serialized)
   config = _config(str(bad_dir))
   config.data.shuffle_buffer = 1
@@ -191,3 +192,8 @@ def test_a_record_whose_image_does_not_decode_is_skipped(dataset_dirs, tmp_path)
   assert all(b["image"].shape == (BATCH, SIZE, SIZE, 3) for b in batches)
   # Without the skip, the broken record ends the iteration with an InvalidArgumentError.
   assert len(batches) == 4 and all(b["labels"].max() >= 1 for b in batches)
+  warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("ssd_tf.data: training")]
+  assert "image id 999 ) does not decode: skipped; 1 record(s) skipped so far" in warnings[0]
+  assert "image id -1 ) does not decode: skipped; 2 record(s) skipped so far" in warnings[1]
+  # The second epoch's (read ahead, the third's may follow): the count goes on.
+  assert "3 record(s)" in warnings[2] and "4 record(s)" in warnings[3] and "of epoch 1" in warnings[3]

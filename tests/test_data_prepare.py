@@ -191,6 +191,26 @@ def test_prepare_skips_images_over_the_pixel_limit_by_name(tmp_path):
                           reason=f"too large: {HEIGHT}x{WIDTH} is over data.max_image_pixels=100")]
 
 
+def test_an_image_pil_reads_but_tensorflow_does_not_is_skipped_by_prepare(tmp_path):
+  """A PNG whose pixel chunk (IDAT) has a wrong checksum: PIL decodes it (it does not check that
+  checksum), TensorFlow's decoder refuses it. prepare decodes with training's decoder, so the image
+  is skipped and listed, and every record written decodes in the training pipeline."""
+  png = bytearray(_encode(Image.fromarray(_photo(1)), "PNG"))
+  idat = png.find(b"IDAT")
+  png[idat + 4 + int.from_bytes(png[idat - 4:idat], "big")] ^= 0xFF  # first byte of the IDAT checksum
+  Image.open(io.BytesIO(bytes(png))).load()  # PIL: fine
+  files = {1: ("bad_crc.png", bytes(png)), 2: ("good.png", _encode(Image.fromarray(_photo(2)), "PNG"))}
+  root = str(tmp_path / "coco")
+  _write_layout(root, SPLIT, files, [])
+  out = str(tmp_path / "records")
+  summary = prepare.prepare_split(root, SPLIT, out, num_shards=1, num_workers=2, verbose=False)
+  assert summary["images"] == 1 and summary["images_skipped_undecodable"] == 1
+  [skipped] = json.load(open(records.skipped_path(out, SPLIT)))
+  assert skipped["image_id"] == 1 and skipped["reason"].startswith("TensorFlow cannot decode it:")
+  assert "Invalid PNG data" in skipped["reason"]
+  assert list(_read_split(out)) == [2]
+
+
 def test_prepare_can_drop_empty_images(crafted, tmp_path):
   coco_dir, _ = crafted
   out = str(tmp_path / "records")

@@ -20,6 +20,10 @@ With config.data.deterministic the base seed is config.seed and every parallel
 stage keeps its order, so a run is repeatable, and ``skip_batches`` resumes
 exactly where an uninterrupted run would be; otherwise the base seed is fresh
 each run and parallel stages may reorder for speed.
+
+A training record that does not parse or whose image does not decode (prepare writes
+none; another tool or a damaged copy might) is skipped, not fatal: tf.data logs the
+error and a line on stderr names the record with the count skipped so far.
 """
 
 import sys
@@ -69,6 +73,43 @@ def decode(raw):
   element = {k: v for k, v in raw.items() if k != "encoded"}
   element["image"] = images.decode(raw["encoded"])
   return element
+
+
+def _placeholder():
+  """A decoded element's structure with no image and no boxes (stands for a record that failed)."""
+  return dict(image_id=tf.constant(-1, tf.int64), original_size=tf.zeros([2], tf.int32),
+              boxes=tf.zeros([0, 4]), labels=tf.zeros([0], tf.int32), is_crowd=tf.zeros([0], tf.bool),
+              image=tf.zeros([0, 0, 3], tf.uint8))
+
+
+def _first_or(ds, fallback):
+  """The first element of ``ds`` that raises no error, else ``fallback`` (usable inside tf.data)."""
+  return ds.ignore_errors(log_warning=True).concatenate(
+      tf.data.Dataset.from_tensors(fallback)).take(1).get_single_element()
+
+
+def _decoded_or_flagged(item, parse):
+  """A source item -> (decoded element, True), or (placeholder, False) when the record does not
+  parse or its image does not decode (tf.data logs the error). The image id of a record that parses
+  stays in the placeholder, for the warning."""
+  one = tf.data.Dataset.from_tensors(item)
+  image_id = _first_or(one.map(lambda raw: parse(raw)["image_id"]), tf.constant(-1, tf.int64))
+  return _first_or(one.map(lambda raw: (decode(parse(raw)), True)),
+                   (dict(_placeholder(), image_id=image_id), False))
+
+
+def _count_skipped(skipped, item):
+  """tf.data scan: counts the records that failed and warns on stderr for each, with the count."""
+  position, element, ok = item
+  skipped += tf.cast(tf.logical_not(ok), tf.int64)
+
+  def warn():
+    return tf.print("ssd_tf.data: training record", position[1], "of epoch", position[0], "(image id",
+                    element["image_id"], ") does not decode: skipped;", skipped,
+                    "record(s) skipped so far by this input pipeline", output_stream=sys.stderr)
+
+  with tf.control_dependencies([tf.cond(ok, tf.no_op, warn)]):
+    return skipped, (tf.identity(position), element, ok)
 
 
 def pad_ground_truth(element, max_boxes):
@@ -209,11 +250,9 @@ def train_dataset(config, input_context=None, skip_batches=0):
   if offset:
     ds = ds.skip(offset)
   parallel = dict(num_parallel_calls=_parallel(data_cfg), deterministic=data_cfg.deterministic)
-  ds = ds.map(lambda position, item: (position, decode(parse(item))), **parallel)
-  # A record whose image does not decode (prepare keeps none; a dataset written otherwise might):
-  # skipped with a warning naming the error, rather than ending a run days in.
-  ds = ds.ignore_errors(log_warning=True)
-  ds = ds.map(transform, **parallel)
+  ds = ds.map(lambda position, item: (position, *_decoded_or_flagged(item, parse)), **parallel)
+  ds = ds.scan(tf.constant(0, tf.int64), _count_skipped).filter(lambda position, element, ok: ok)
+  ds = ds.map(lambda position, element, ok: transform(position, element), **parallel)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(data_cfg))
 

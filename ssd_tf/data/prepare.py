@@ -1,7 +1,9 @@
 """COCO 2017 layout -> sharded TFRecords + label_map.json + a summary (main.py --mode=prepare).
 
-Worker processes read and fully decode every image (so corrupt files are found
-here, not in the middle of training); the parent process writes the examples,
+Worker processes read every image, make it RGB where TensorFlow would not read it right
+(coco.check_image, with PIL), then decode the bytes to be stored with the decoder training
+uses (images.decode), so an image TensorFlow cannot decode is skipped and listed here,
+not found in the middle of training; the parent process writes the examples,
 image i going to shard i % num_shards. Everything is written into a hidden
 ``.<split>.partial-<pid>`` folder and moved into place at the end; the split's
 ``<split>_summary.json`` is written last, and the pipeline refuses a split
@@ -18,6 +20,7 @@ import time
 import tensorflow as tf
 
 from ssd_tf import files
+from ssd_tf import images
 from ssd_tf import progress
 from ssd_tf.data import coco
 from ssd_tf.data import parallel
@@ -52,6 +55,19 @@ def _move_into_place(partial_dir, output_dir, split):
     os.replace(os.path.join(partial_dir, name), os.path.join(output_dir, name))
 
 
+def check_image(task):
+  """coco.check_image (task: image_id, path, height, width, max_pixels), then the bytes it keeps
+  decoded by images.decode: (image_id, encoded bytes or None, status or the reason it is skipped)."""
+  image_id, encoded, status = coco.check_image(task)
+  if encoded is None:
+    return image_id, encoded, status
+  try:
+    images.decode(encoded)
+  except tf.errors.OpError as e:
+    return image_id, None, f"TensorFlow cannot decode it: {e.message.splitlines()[0]}"
+  return image_id, encoded, status
+
+
 def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images, max_pixels, bar):
   """Checks every image and writes the kept ones; returns the counts for the summary."""
   counts = collections.Counter()
@@ -63,7 +79,7 @@ def _write_shards(data, partial_dir, num_shards, num_workers, keep_empty_images,
     writers = [stack.enter_context(tf.io.TFRecordWriter(
         os.path.join(partial_dir, records.shard_name(data.split, i, num_shards)))) for i in range(num_shards)]
     for record, (image_id, encoded, status) in zip(
-        data.images, parallel.ordered_map(coco.check_image, tasks, num_workers)):
+        data.images, parallel.ordered_map(check_image, tasks, num_workers)):
       if bar:
         bar.update()
       if encoded is None:
