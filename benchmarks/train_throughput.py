@@ -22,6 +22,10 @@ measured for mixed_float16's float16, whose fraction is null).
 step) on the same batch: forward only, forward + loss + backward (targets given), matching,
 matching + loss (model outputs given), optimizer update (gradients given).
 
+--steps_per_loop=1,20 also times Trainer.train_loop running that many steps per call (the
+loss on the host once per call, as Trainer.fit with train.steps_per_loop), on the same input,
+each for --steps steps (rounded up to whole calls) after one untimed call: steps/s of each.
+
 --peer_python runs torchvision's SSD of the same design ($PEER_DIR/torch_ssd_bench.py
 --mode train, same batch size and number of classes) right after and reports the ratio.
 
@@ -55,6 +59,8 @@ _INPUT = flags.DEFINE_enum("input", "cached", ("cached", "pipeline"), "Where bat
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the parts of a step separately.")
 _PEAK_SECONDS = flags.DEFINE_float("peak_seconds", 2.0, "Seconds of timed calls measuring the machine's peak.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch.")
+_STEPS_PER_LOOP = flags.DEFINE_list("steps_per_loop", [], "Also time loops of these many steps per call "
+                                    "(e.g. 1,20): steps/s of each.")
 flags.adopt_module_key_flags(harness)  # --help lists the shared flags too
 
 
@@ -111,7 +117,17 @@ def step_parts(trainer, batch):
               optimizer_update=lambda: update(gradients))
 
 
-def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, peak_seconds, seed):
+def loop_steps_per_s(trainer, iterator, steps_per_loop, steps):
+  """Steps/s of Trainer.train_loop at ``steps_per_loop`` steps per call, over >= ``steps`` steps."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  num_steps = tf.constant(steps_per_loop)
+  times = harness.time_calls(lambda: float(trainer.train_loop(iterator, num_steps)[1]["loss"]), 1,
+                             -(-steps // steps_per_loop))
+  return round(steps_per_loop * len(times) / sum(times), 3)
+
+
+def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, peak_seconds, seed,
+            steps_per_loop=()):
   """Times Trainer's step, then the machine's peak; returns (JSON fields, whether the step was XLA-compiled)."""
   import math  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
@@ -144,6 +160,9 @@ def measure(config, workdir, input_kind, coco_dir, warmup, steps, breakdown, pea
       peak_fraction=None if peak_gflop is None else round(achieved / peak_gflop, 3),
       flops_method="tf.compat.v1.profiler float_operation on the batch-1 inference graph (2 per "
                    "multiply-add); training = 3x forward")
+  if steps_per_loop:
+    result["steps_per_loop_steps_per_s"] = {str(n): loop_steps_per_s(trainer, iterator, n, steps)
+                                            for n in steps_per_loop}
   if breakdown:
     parts = {name: harness.timing(harness.time_calls(fn, warmup, steps), config.train.batch_size)["ms_median"]
              for name, fn in step_parts(trainer, batch).items()}
@@ -159,7 +178,8 @@ def main(argv):
       peer.ssd_model(config)  # no peer model for this config: say so before measuring
     with tempfile.TemporaryDirectory() as workdir:
       ours, xla = measure(config, workdir, _INPUT.value, _MODEL.coco_dir.value, _TIMING.warmup.value,
-                          _TIMING.steps.value, _BREAKDOWN.value, _PEAK_SECONDS.value, _SEED.value)
+                          _TIMING.steps.value, _BREAKDOWN.value, _PEAK_SECONDS.value, _SEED.value,
+                          [int(n) for n in _STEPS_PER_LOOP.value])
     report = dict(bench="ssd_tf_train", batch_size=config.train.batch_size,
                   precision=_MODEL.precision.value, jit_compile=xla, input=_INPUT.value,
                   warmup=_TIMING.warmup.value, steps=_TIMING.steps.value, **ours, machine=machine.facts(xla))

@@ -169,6 +169,8 @@ def base_config():
       grad_clip_norm=0.0,         # 0 disables
       mixed_precision="",         # "" | mixed_float16 | mixed_bfloat16
       jit_compile=False,
+      steps_per_loop=1,           # training steps per call into the graph (one host round trip per
+                                  # loop); logs, checkpoints and evals stay at their exact steps
       checkpoint_every=2000,
       keep_checkpoints=3,
       log_every=100,
@@ -237,6 +239,7 @@ RANGES = {
     "train.steps": (0, None),
     "train.warmup_steps": (0, None),
     "train.base_learning_rate": (0, None),
+    "train.steps_per_loop": (1, None),
     "train.checkpoint_every": (1, None),
     "train.keep_checkpoints": (1, None),
     "train.log_every": (1, None),

@@ -77,7 +77,7 @@ class Trainer:
         keep=config.train.keep_checkpoints)
     if config.model.init_from:
       self._init_from(config.model.init_from)
-    self.train_step = self._make_train_step()  # distributed iterator -> summed loss terms
+    self.train_loop = self._make_train_loop()  # (distributed iterator, num_steps) -> steps, losses
 
   @property
   def step(self):
@@ -126,20 +126,37 @@ class Trainer:
     self.apply_gradients(gradients)
     return losses
 
-  def _make_train_step(self):
+  def _make_train_loop(self):
+    """tf.function (distributed iterator, num_steps int32) -> (steps run, the last step's loss terms).
+
+    Runs up to num_steps training steps in one call, a loop in the graph (no host round trip
+    between steps), and returns after the first step whose total loss is not finite. The loss is
+    all-reduced, so every worker of a cluster stops at the same step.
+    """
     replica_step = self._replica_step
     if self.jit_compile:
       replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
-    def train_step(iterator):
-      per_replica = self.strategy.run(replica_step, args=(next(iterator),))
-      self.steps_run.assign_add(1)
-      # Each replica's terms are already normalized for the global batch: their sum is the loss.
-      return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-              for k, v in per_replica.items()}
+    def train_loop(iterator, num_steps):
+      losses = {k: tf.constant(0.0) for k in LOSS_KEYS}
+      steps = tf.constant(0)
+      for _ in tf.range(num_steps):
+        per_replica = self.strategy.run(replica_step, args=(next(iterator),))
+        self.steps_run.assign_add(1)
+        steps += 1
+        # Each replica's terms are already normalized for the global batch: their sum is the loss.
+        losses = {k: tf.cast(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None),
+                             tf.float32) for k in LOSS_KEYS}
+        if not tf.math.is_finite(losses["loss"]):
+          break
+      return steps, losses
 
-    return train_step
+    return train_loop
+
+  def train_step(self, iterator):
+    """One training step: the summed loss terms (tensors) of the next batch of ``iterator``."""
+    return self.train_loop(iterator, tf.constant(1))[1]
 
   def dataset_iterator(self, start_step=0):
     """The distributed training input, positioned after ``start_step`` batches."""
@@ -177,16 +194,20 @@ class Trainer:
     """The steps after ``start`` (fit's loop); returns the last losses."""
     cfg = self.config.train
     iterator = self.dataset_iterator(start)
-    eval_every = self.config.eval.every_steps
+    eval_every = self.config.eval.every_steps if evaluate_fn else 0
     tick, tick_step = time.time(), start
     losses = {}
-    for step in range(start + 1, cfg.steps + 1):
-      losses = {k: float(v) for k, v in self.train_step(iterator).items()}
+    step = start
+    while step < cfg.steps:
+      first = step + 1
+      ran, losses = self.train_loop(iterator, tf.constant(self._loop_end(step, eval_every) - step))
+      step += int(ran)
+      losses = {k: float(v) for k, v in losses.items()}
       if not math.isfinite(losses["loss"]):
         raise FloatingPointError(
             f"loss is {losses['loss']} at step {step} (loc {losses['loc_loss']}, cls "
-            f"{losses['cls_loss']}); training stopped, no checkpoint written for this step. "
-            f"Last good checkpoint: {self.books.latest_checkpoint}")
+            f"{losses['cls_loss']}; steps {first}-{step} ran in one loop); training stopped, no "
+            f"checkpoint written for this step. Last good checkpoint: {self.books.latest_checkpoint}")
       last = step == cfg.steps
       if step % cfg.log_every == 0 or last:
         elapsed = time.time() - tick
@@ -195,11 +216,19 @@ class Trainer:
         tick, tick_step = time.time(), step
       if step % cfg.checkpoint_every == 0 or last:
         self.save(step)
-      if evaluate_fn and ((eval_every and step % eval_every == 0) or last):
+      if (eval_every and step % eval_every == 0) or (evaluate_fn and last):
         self._evaluate(evaluate_fn, step)
         tick, tick_step = time.time(), step
     self.books.close()
     return losses
+
+  def _loop_end(self, step, eval_every):
+    """The step the training loop after ``step`` runs to: train.steps_per_loop steps later, or the
+    first log, checkpoint or evaluation step (eval_every; 0: none) or the last step before that."""
+    cfg = self.config.train
+    ends = [step + cfg.steps_per_loop, cfg.steps]
+    ends += [(step // every + 1) * every for every in (cfg.log_every, cfg.checkpoint_every, eval_every) if every]
+    return min(ends)
 
   def save(self, step):
     """Checkpoints the run at ``step``, unless a weight is not finite (FloatingPointError)."""

@@ -8,11 +8,11 @@ from ssd_tf import train
 import train_helpers
 
 
-def _trainer(workdir, batches, **train_fields):
+def _trainer(workdir, batches, strategy=None, **train_fields):
   """A Trainer whose fit() reads ``batches`` (global-batch rows) instead of the data pipeline."""
   config = train_helpers.tiny_config()
   config.train.update(dict(checkpoint_every=1, keep_checkpoints=10), **train_fields)
-  trainer = train.Trainer(config, str(workdir), tf.distribute.get_strategy())
+  trainer = train.Trainer(config, str(workdir), strategy or tf.distribute.get_strategy())
   trainer.dataset_iterator = lambda start: train_helpers.distributed_iterator(trainer.strategy, batches)
   return trainer
 
@@ -72,3 +72,59 @@ def test_eval_every_steps_and_always_at_the_end(tmp_path, every_steps, evaluated
   assert steps == evaluated_at
   assert (tmp_path / "best" / "best_ap.txt").read_text().split() == [str(0.1 * 4), "4"]  # the best AP: step 4's
   assert (tmp_path / "best" / "ckpt-4.index").exists()
+
+
+@pytest.mark.parametrize("mirrored", [False, True], ids=["one_device", "mirrored_2_cpus"])
+def test_steps_per_loop_trains_the_same_weights_and_keeps_every_boundary(tmp_path, mirrored):
+  """12 steps, logs every 5, checkpoints every 6: 8 steps per loop run as loops of 5, 1, 4 and 2
+  steps (each ends at a log or checkpoint step) and end with the weights one step per call gives."""
+  batches = train_helpers.fixed_batches(12)
+  weights, loops, logged = {}, {}, {}
+  for steps_per_loop in (1, 8):
+    strategy = train_helpers.mirrored_strategy() if mirrored else None
+    trainer = _trainer(tmp_path / str(steps_per_loop), batches, strategy, steps=12, steps_per_loop=steps_per_loop,
+                       log_every=5, checkpoint_every=6)
+    loop, loops[steps_per_loop] = trainer.train_loop, []
+    trainer.train_loop = lambda iterator, n, loop=loop, sizes=loops[steps_per_loop]: (
+        sizes.append(int(n)), loop(iterator, n))[1]
+    log_step, logged[steps_per_loop] = trainer._log_step, []
+    trainer._log_step = lambda step, *args, log_step=log_step, steps=logged[steps_per_loop]: (
+        steps.append(step), log_step(step, *args))
+    trainer.fit()
+    weights[steps_per_loop] = train_helpers.model_weights(trainer.ssd.network)
+    assert _checkpoint_steps(tmp_path / str(steps_per_loop)) == [6, 12]
+  assert loops == {1: [1] * 12, 8: [5, 1, 4, 2]}
+  assert logged == {1: [5, 10, 12], 8: [5, 10, 12]}
+  for path, value in weights[1].items():
+    np.testing.assert_array_equal(weights[8][path], value, err_msg=path)
+
+
+def test_a_nan_loss_inside_a_loop_stops_that_loop_at_its_step(tmp_path):
+  """A learning rate of 1e30 gives huge but finite weights after step 1 and a NaN loss at step 2."""
+  trainer = _trainer(tmp_path, train_helpers.fixed_batches(8), steps=8, steps_per_loop=8, checkpoint_every=8,
+                     log_every=8, base_learning_rate=1e30)
+  with pytest.raises(FloatingPointError, match=r"loss is nan at step 2 .*steps 1-2 ran in one loop"):
+    trainer.fit()
+  assert int(trainer.steps_run.numpy()) == 2  # the loop stopped after the step whose loss is NaN
+  assert _checkpoint_steps(tmp_path) == []
+
+
+def test_resuming_with_steps_per_loop_is_exact(tmp_path):
+  """Trained to step 6 (a checkpoint), then resumed by a new Trainer to step 12 in loops of 8: the
+  weights equal an uninterrupted run's (a step schedule: the cosine one depends on train.steps)."""
+  batches = train_helpers.fixed_batches(12)
+
+  def run(workdir, steps):
+    trainer = _trainer(workdir, batches, steps=steps, steps_per_loop=8, log_every=12, checkpoint_every=6,
+                       schedule="step", step_boundaries=(100, 200))
+    trainer.dataset_iterator = lambda start: train_helpers.distributed_iterator(
+        trainer.strategy, {k: v[start * train_helpers.GLOBAL_BATCH:] for k, v in batches.items()})
+    trainer.fit()
+    return train_helpers.model_weights(trainer.ssd.network)
+
+  uninterrupted = run(tmp_path / "whole", 12)
+  run(tmp_path / "resumed", 6)
+  resumed = run(tmp_path / "resumed", 12)
+  assert _checkpoint_steps(tmp_path / "resumed") == [6, 12]
+  for path, value in uninterrupted.items():
+    np.testing.assert_array_equal(resumed[path], value, err_msg=path)
