@@ -24,7 +24,7 @@ REPO = harness.REPO
 TINY = ("--config=tests/tiny_config.py", "--config.model.num_classes=80")  # 64 px; the sample's 80 classes
 COMMANDS = {
     "train": ("train_throughput.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--breakdown",
-              "--peak_seconds=0.2"),
+              "--peak_seconds=0.2", "--steps_per_loop=1,2"),
     "inference": ("inference.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--calibration_images=4"),
     "eval": ("eval_speed.py", *TINY, "--rounds=2", "--config.eval.num_images=16"),
 }
@@ -73,6 +73,7 @@ def test_train_throughput(outputs):
   assert r["images_per_s"] == pytest.approx(2e3 / r["step_ms_mean"], rel=1e-2)
   assert r["loss_first_timed"] == r["loss_last"] > 0  # one timed step
   assert r["forward_gflop_per_image"] > 0
+  assert set(r["steps_per_loop_steps_per_s"]) == {"1", "2"} and min(r["steps_per_loop_steps_per_s"].values()) > 0
   assert r["train_gflop_per_image"] == pytest.approx(3 * r["forward_gflop_per_image"], abs=2e-3)  # both rounded
   assert r["achieved_gflop_per_s"] == pytest.approx(r["train_gflop_per_image"] * r["images_per_s"], rel=1e-2)
   peak = r["peak"]
