@@ -137,6 +137,18 @@ def test_input_pipeline_reports_machine_facts(coco_tiny_dir):
   assert r["images_per_s"] > 0 and r["decode_resize_images_per_s"] > 0
 
 
+def test_allreduce_bytes_is_the_ring_volume_of_float32_gradients():
+  """Each of 8 replicas of a ring all-reduce sends 2 * 7/8 of the gradient bytes (4 per parameter)."""
+  run = subprocess.run([sys.executable, "benchmarks/allreduce_bytes.py", "--configs=ssd300_resnet18_coco",
+                        "--replicas=8", "--steps_per_s=10"], cwd=REPO, capture_output=True, text=True, check=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  r = json.loads(run.stdout)
+  parameters = r["trainable_parameters"]
+  assert r["config"] == "ssd300_resnet18_coco" and parameters > 10_000_000
+  assert r["bytes_per_replica_per_step"] == 7 * parameters
+  assert r["gbit_per_s_per_replica"] == pytest.approx(8 * 7 * parameters * 10 / 1e9, abs=0.01)
+
+
 def test_forward_flops_by_hand():
   inputs = keras.Input((10, 10, 3))
   features = keras.layers.Conv2D(4, 3, padding="same")(inputs)
