@@ -147,11 +147,10 @@ class Trainer:
     batches, or with config.data.service_address the batches of the tf.data service's data workers
     (ssd_tf.data.service: one job per run and ``start_step``, not positioned)."""
     cfg = self.config
-    job = service.job_name(self.books.workdir, start_step)
 
     def dataset_fn(input_context):
       if cfg.data.service_address:
-        return service.train_dataset(cfg, input_context, job)
+        return service.train_dataset(cfg, input_context, service.job_name(self.books.workdir, start_step))
       return pipeline.train_dataset(cfg, input_context, skip_batches=start_step)
 
     return iter(self.strategy.distribute_datasets_from_function(dataset_fn))

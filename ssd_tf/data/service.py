@@ -13,11 +13,13 @@ dispatcher hands out epoch numbers, one at a time, to whichever worker asks. Wha
   * workers run different epochs at the same time: the trainer sees batches of several
     epochs interleaved, and one worker's batch may end one epoch and start the next
     (each batch row carries its ``epoch`` and ``image_id``);
-  * at most once: a data worker that dies loses the rest of the epoch(s) it held (its
-    unread batches and the epoch it was running); training goes on with the other
-    workers and with workers that join later. If no worker is left the trainer waits.
-  * the order is not deterministic, and a resumed run is not re-positioned
-    (config.data.deterministic and pipeline.train_dataset's skip_batches do not apply).
+  * at most once: a data worker that dies loses what it had not delivered of the epoch(s)
+    it was running (its buffered batches too); training goes on with the other workers.
+    With none left the trainer waits; a worker that joins (registers with the
+    dispatcher) takes the next epochs within about a second.
+  * the order of the batches is not deterministic, whatever config.data.deterministic,
+    and a resumed run is not re-positioned (pipeline.train_dataset's skip_batches does
+    not apply): it starts a new job at the first epoch.
 
 One job per run: every trainer of a multi-worker run reads the job named after the run
 directory and the step it starts from (job_name), so the trainers share the job's batches
