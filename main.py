@@ -62,6 +62,10 @@ _SERVICE_ROLE = flags.DEFINE_enum(
 _SERVICE_PORT = flags.DEFINE_integer("data_service_port", 5050, "data_service: the port to serve on.")
 _SERVICE_DISPATCHER = flags.DEFINE_string(
     "data_service_dispatcher", None, "data_service worker: the dispatcher's host:port.")
+_SERVICE_WORK_DIR = flags.DEFINE_string(
+    "data_service_work_dir", None,
+    "data_service dispatcher: a folder for its journal; restarted with the same folder and port, "
+    "it takes over its jobs (without one, trainers wait for ever when it dies).")
 _SERVICE_WORKER_ADDRESS = flags.DEFINE_string(
     "data_service_worker_address", None,
     "data_service worker: the host name trainers reach this worker at (default: this host's name).")
@@ -102,7 +106,7 @@ def run(mode, config):
                                  saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
   if mode == "data_service":
     return runner.data_service(_SERVICE_ROLE.value, _SERVICE_PORT.value, _SERVICE_DISPATCHER.value,
-                               _SERVICE_WORKER_ADDRESS.value)
+                               _SERVICE_WORKER_ADDRESS.value, _SERVICE_WORK_DIR.value)
   if mode == "convert":
     return runner.convert_run(config, _SOURCE.value, _require_workdir(), overwrite=_OVERWRITE.value)
   raise ValueError(f"unknown --mode={mode}")

@@ -93,13 +93,14 @@ def train_run(config, workdir, evaluate=False):
   return losses
 
 
-def data_service(role, port, dispatcher_address="", worker_address=""):
-  """Serves one tf.data service role until killed (ssd_tf.data.service): the dispatcher on ``port``,
-  or a data worker on ``port`` registered with the dispatcher at ``dispatcher_address``, which
-  trainers reach at ``worker_address`` (default: this host's name)."""
+def data_service(role, port, dispatcher_address="", worker_address="", work_dir=""):
+  """Serves one tf.data service role until killed (ssd_tf.data.service): the dispatcher on ``port``
+  (journal in ``work_dir``, if given), or a data worker on ``port`` registered with the dispatcher at
+  ``dispatcher_address``, which trainers reach at ``worker_address`` (default: this host's name)."""
   if role == "dispatcher":
-    server = service.dispatcher(port)
-    print(f"tf.data service dispatcher serving on port {port}: train with "
+    server = service.dispatcher(port, work_dir)
+    journal = f"journal in {work_dir}" if work_dir else "no journal: a restart loses the jobs"
+    print(f"tf.data service dispatcher serving on port {port} ({journal}): train with "
           f"--config.data.service_address={socket.gethostname()}:{port}", flush=True)
   elif role == "worker":
     if not dispatcher_address:

@@ -47,20 +47,25 @@ def _start(args, log):
   return process
 
 
+def _dispatcher_args(address, work_dir):
+  return ["--data_service_role=dispatcher", f"--data_service_port={address.rsplit(':', 1)[1]}",
+          *([f"--data_service_work_dir={work_dir}"] if work_dir else [])]
+
+
 @contextlib.contextmanager
-def _cluster(logs_dir, num_workers=2):
-  """A dispatcher and num_workers data workers on 127.0.0.1; yields (dispatcher address, workers)."""
+def _cluster(logs_dir, num_workers=2, work_dir=""):
+  """A dispatcher (journal in work_dir, if given) and num_workers data workers on 127.0.0.1; yields
+  (dispatcher address, [dispatcher, *workers]); processes appended to the list are killed at the end too."""
   dispatcher_port, *worker_ports = cli_helpers.free_ports(1 + num_workers)
   address = f"127.0.0.1:{dispatcher_port}"
   processes = []
   try:
-    processes.append(_start(["--data_service_role=dispatcher", f"--data_service_port={dispatcher_port}"],
-                            logs_dir / "dispatcher.log"))
+    processes.append(_start(_dispatcher_args(address, work_dir), logs_dir / "dispatcher.log"))
     for index, port in enumerate(worker_ports):
       processes.append(_start(["--data_service_role=worker", f"--data_service_port={port}",
                                f"--data_service_dispatcher={address}",
                                "--data_service_worker_address=127.0.0.1"], logs_dir / f"worker_{index}.log"))
-    yield address, processes[1:]
+    yield address, processes
   finally:
     for process in processes:
       if process.poll() is None:
@@ -110,24 +115,51 @@ def test_two_data_workers_feed_a_training(cluster, tmp_path, tmp_path_factory):
   assert "Training done at step 6" in result.stdout
 
 
-@pytest.mark.e2e
-@pytest.mark.slow  # about 30 s: its own dispatcher and workers, 60 training steps
-def test_a_killed_data_worker_does_not_stop_training(tmp_path, tmp_path_factory):
-  """SIGKILL of data worker 0 once step 10 is logged: training runs its 60 steps on worker 1."""
+def _train_past_step_10(tmp_path, data, address, at_step_10):
+  """Trains 60 steps on the data of the dispatcher at ``address``, calling at_step_10() once step 10 is
+  logged; asserts the training finishes."""
   log = tmp_path / "train.log"
-  with _cluster(tmp_path) as (address, (worker, _)), open(log, "w") as log_file:
-    trainer = subprocess.Popen([sys.executable, *_train(cli_helpers.tiny_data(tmp_path_factory),
-                                                        tmp_path / "run", address, "--config.train.steps=60",
+  with open(log, "w") as log_file:
+    trainer = subprocess.Popen([sys.executable, *_train(data, tmp_path / "run", address,
+                                                        "--config.train.steps=60",
                                                         "--config.train.checkpoint_every=30")],
                                cwd=cli_helpers.REPO, stdout=log_file, stderr=subprocess.STDOUT)
+  try:
     deadline = time.monotonic() + 240
     while "step 10/60" not in log.read_text():
       assert trainer.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
       time.sleep(0.05)
-    os.killpg(worker.pid, signal.SIGKILL)
+    at_step_10()
     assert trainer.wait(timeout=240) == 0, log.read_text()[-3000:]
-    assert worker.wait() == -signal.SIGKILL
+  finally:
+    if trainer.poll() is None:
+      trainer.kill()
   assert "Training done at step 60" in log.read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # about 20 s: its own dispatcher and workers, 60 training steps
+def test_a_killed_data_worker_does_not_stop_training(tmp_path, tmp_path_factory):
+  """SIGKILL of data worker 0 once step 10 is logged: training runs its 60 steps on worker 1."""
+  with _cluster(tmp_path) as (address, processes):
+    _train_past_step_10(tmp_path, cli_helpers.tiny_data(tmp_path_factory), address,
+                        lambda: os.killpg(processes[1].pid, signal.SIGKILL))
+    assert processes[1].wait() == -signal.SIGKILL
+
+
+@pytest.mark.e2e
+@pytest.mark.slow  # about 25 s
+def test_a_dispatcher_restarted_with_its_journal_takes_over(tmp_path, tmp_path_factory):
+  """SIGKILL of the dispatcher once step 10 is logged, then the same command again (same port and
+  --data_service_work_dir): the training goes on to its 60 steps (without a journal it would wait)."""
+  journal = tmp_path / "journal"
+  with _cluster(tmp_path, num_workers=1, work_dir=journal) as (address, processes):
+    def restart():
+      os.killpg(processes[0].pid, signal.SIGKILL)
+      processes[0].wait()
+      processes.append(_start(_dispatcher_args(address, journal), tmp_path / "dispatcher_restarted.log"))
+
+    _train_past_step_10(tmp_path, cli_helpers.tiny_data(tmp_path_factory), address, restart)
 
 
 @pytest.mark.e2e
