@@ -16,7 +16,8 @@ from ml_collections import config_flags
 
 from ssd_tf import cli
 
-MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict", "convert")
+MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval", "predict", "convert",
+         "data_service")
 QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,7 +30,9 @@ _MODE = flags.DEFINE_enum(
     "synthetic: write the synthetic COCO-layout dataset to config.data.coco_dir. "
     "prepare: COCO json + images in config.data.coco_dir -> TFRecords in config.data.tfrecord_dir. "
     "train / eval / train_and_eval: in --workdir. predict: --images -> JSON + annotated images. "
-    "convert: a published detector checkpoint (--source) -> a run directory in --workdir.")
+    "convert: a published detector checkpoint (--source) -> a run directory in --workdir. "
+    "data_service: serve training input (--data_service_role) until killed; trainers read it with "
+    "--config.data.service_address=host:port.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, TensorBoard logs, label map, metrics, exports.")
 _SPLITS = flags.DEFINE_list(
@@ -52,6 +55,20 @@ _SOURCE = flags.DEFINE_string(
     "source", None, "convert: the published checkpoint (.pth/.pt: torchvision SSD300-VGG16 or NVIDIA "
     "SSD300-ResNet50; reading it needs torch).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "convert: replace the run in a non-empty --workdir.")
+_SERVICE_ROLE = flags.DEFINE_enum(
+    "data_service_role", None, ("dispatcher", "worker"),
+    "data_service: dispatcher (one per cluster) or worker (runs the training pipeline; reads the "
+    "TFRecords at the paths the trainer's config names).")
+_SERVICE_PORT = flags.DEFINE_integer("data_service_port", 5050, "data_service: the port to serve on.")
+_SERVICE_DISPATCHER = flags.DEFINE_string(
+    "data_service_dispatcher", None, "data_service worker: the dispatcher's host:port.")
+_SERVICE_WORK_DIR = flags.DEFINE_string(
+    "data_service_work_dir", None,
+    "data_service dispatcher: a folder for its journal; restarted with the same folder and port, "
+    "it takes over its jobs (without one, trainers wait for ever when it dies).")
+_SERVICE_WORKER_ADDRESS = flags.DEFINE_string(
+    "data_service_worker_address", None,
+    "data_service worker: the host name trainers reach this worker at (default: this host's name).")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 
@@ -87,6 +104,9 @@ def run(mode, config):
   if mode == "predict":
     return runner.predict_images(config, _WORKDIR.value, _IMAGES.value, checkpoint=_CHECKPOINT.value,
                                  saved_model=_SAVED_MODEL.value, output_dir=_OUTPUT_DIR.value)
+  if mode == "data_service":
+    return runner.data_service(_SERVICE_ROLE.value, _SERVICE_PORT.value, _SERVICE_DISPATCHER.value,
+                               _SERVICE_WORKER_ADDRESS.value, _SERVICE_WORK_DIR.value)
   if mode == "convert":
     return runner.convert_run(config, _SOURCE.value, _require_workdir(), overwrite=_OVERWRITE.value)
   raise ValueError(f"unknown --mode={mode}")

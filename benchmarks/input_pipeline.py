@@ -28,18 +28,26 @@ sys.path.insert(0, str(REPO))
 from ssd_tf import defaults  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _rate(iterator, batches, batch_size):
+def rate(iterator, batches, batch_size):
+  """Images/s of reading ``batches`` batches of ``batch_size`` from iterator."""
   start = time.perf_counter()
   for _ in range(batches):
     next(iterator)
   return batches * batch_size / (time.perf_counter() - start)
 
 
-def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, deterministic, workdir):
-  """Prepares the split into workdir and times the training and evaluation pipelines."""
-  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-  from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
+def rounds(iterator, batch_size, warmup, batches, num_rounds):
+  """dict(images_per_s: the median of num_rounds rounds of ``batches`` batches after ``warmup``,
+  rounds_images_per_s)."""
+  rate(iterator, warmup, batch_size)
+  rates = [rate(iterator, batches, batch_size) for _ in range(num_rounds)]
+  return dict(images_per_s=round(statistics.median(rates), 2),
+              rounds_images_per_s=[round(r, 2) for r in rates])
 
+
+def prepared_config(coco_dir, split, image_size, batch_size, deterministic, workdir):
+  """(base config reading ``split`` prepared into workdir at image_size, the prepare summary)."""
+  from ssd_tf.data import prepare  # pylint: disable=g-import-not-at-top
   summary = prepare.prepare_split(coco_dir, split, workdir, num_shards=4, num_workers=os.cpu_count() or 1,
                                   verbose=False)
   config = defaults.base_config()
@@ -48,16 +56,18 @@ def measure(coco_dir, split, image_size, batch_size, warmup, batches, rounds, de
   config.data.train_split = config.data.eval_split = split
   config.data.deterministic = deterministic
   config.train.batch_size = config.eval.batch_size = batch_size
+  return config, summary
 
-  train = iter(pipeline.train_dataset(config))
-  _rate(train, warmup, batch_size)
-  rates = [_rate(train, batches, batch_size) for _ in range(rounds)]
+
+def measure(coco_dir, split, image_size, batch_size, warmup, batches, num_rounds, deterministic, workdir):
+  """Prepares the split into workdir and times the training and evaluation pipelines."""
+  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  config, summary = prepared_config(coco_dir, split, image_size, batch_size, deterministic, workdir)
+  train = rounds(iter(pipeline.train_dataset(config)), batch_size, warmup, batches, num_rounds)
   resize_only = iter(pipeline.eval_dataset(config).repeat())
-  _rate(resize_only, warmup, batch_size)
-  return dict(
-      images_per_s=round(statistics.median(rates), 2), rounds_images_per_s=[round(r, 2) for r in rates],
-      decode_resize_images_per_s=round(_rate(resize_only, batches, batch_size), 2),
-      images_in_split=summary["images"])
+  rate(resize_only, warmup, batch_size)
+  return dict(**train, decode_resize_images_per_s=round(rate(resize_only, batches, batch_size), 2),
+              images_in_split=summary["images"])
 
 
 def run_peer(peer_python, coco_dir, split, batch_size, epochs):

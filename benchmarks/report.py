@@ -3,7 +3,7 @@
   python benchmarks/report.py results/*.jsonl > performance.md
 
 Reads every line that is a JSON object with a known "bench" (train_throughput.py,
-inference.py, eval_speed.py, input_pipeline.py; other lines are skipped), and prints
+inference.py, eval_speed.py, input_pipeline.py, data_service.py; other lines are skipped), and prints
 a line stating the machine, then one table per benchmark kind, rows in input order.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-BENCHES = ("ssd_tf_train", "ssd_tf_inference", "ssd_tf_eval", "ssd_tf_input_pipeline")
+BENCHES = ("ssd_tf_train", "ssd_tf_inference", "ssd_tf_eval", "ssd_tf_input_pipeline", "ssd_tf_data_service")
 BACKBONE_NAMES = {"resnet": "ResNet", "vgg": "VGG"}
 
 
@@ -164,6 +164,15 @@ def pipeline_table(records):
   return _table(header, rows)
 
 
+def service_table(records):
+  header = ("image size", "batch", "in-process img/s", "1 data worker img/s", "2 data workers img/s",
+            "2 workers vs in-process")
+  rows = [(r["image_size"], r["batch"], *(f"{r[name]['images_per_s']:.1f}" for name in
+                                          ("in_process", "service_1_worker", "service_2_workers")),
+           _ratio(r["service_2_workers_vs_in_process"])) for r in records]
+  return _table(header, rows)
+
+
 TFLITE_TITLE = "TFLite, batch 1, uint8 image in, beside the SavedModel (benchmarks/inference.py)"
 SECTIONS = (
     ("ssd_tf_train", "Training, steady-state images/s of the full step (benchmarks/train_throughput.py)",
@@ -171,6 +180,8 @@ SECTIONS = (
     ("ssd_tf_inference", "Inference, JPEG bytes to detections (benchmarks/inference.py)", inference_table),
     ("ssd_tf_eval", "Evaluation on the COCO sample (benchmarks/eval_speed.py)", eval_table),
     ("ssd_tf_input_pipeline", "Training input pipeline (benchmarks/input_pipeline.py)", pipeline_table),
+    ("ssd_tf_data_service", "Training input through tf.data service, local data worker processes "
+     "(benchmarks/data_service.py)", service_table),
 )
 
 

@@ -126,6 +126,8 @@ def base_config():
       deterministic=False,        # repeatable order and augmentation from `seed` (slower)
       mean_rgb=(123.7, 116.3, 103.5),  # dataset mean RGB pixel: expand fill (ImageNet/COCO mean)
       num_parallel_calls=-1,      # tf.data parallel decode + augment calls (-1: AUTOTUNE)
+      service_address="",         # host:port of a tf.data service dispatcher: training batches come from
+                                  # its data workers (ssd_tf/data/service.py); "": the in-process pipeline
       augment=ml_collections.ConfigDict(dict(
           photometric_prob=0.5,
           brightness_delta=32.0,

@@ -6,6 +6,7 @@ The run directory's layout is ssd_tf/run_dir.py's.
 import json
 import os
 import shutil
+import socket
 import time
 
 import tensorflow as tf
@@ -21,6 +22,7 @@ from ssd_tf.convert import detectors
 from ssd_tf.data import calibration
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
+from ssd_tf.data import service
 from ssd_tf.data import synthetic
 from ssd_tf.data.prepare import prepare_split
 from ssd_tf.evaluate import Evaluator, format_table
@@ -89,6 +91,27 @@ def train_run(config, workdir, evaluate=False):
   print(f"Training done at step {trainer.step}; checkpoints in {os.path.join(workdir, 'checkpoints')}",
         flush=True)
   return losses
+
+
+def data_service(role, port, dispatcher_address="", worker_address="", work_dir=""):
+  """Serves one tf.data service role until killed (ssd_tf.data.service): the dispatcher on ``port``
+  (journal in ``work_dir``, if given), or a data worker on ``port`` registered with the dispatcher at
+  ``dispatcher_address``, which trainers reach at ``worker_address`` (default: this host's name)."""
+  if role == "dispatcher":
+    server = service.dispatcher(port, work_dir)
+    journal = f"journal in {work_dir}" if work_dir else "no journal: a restart loses the jobs"
+    print(f"tf.data service dispatcher serving on port {port} ({journal}): train with "
+          f"--config.data.service_address={socket.gethostname()}:{port}", flush=True)
+  elif role == "worker":
+    if not dispatcher_address:
+      raise ValueError("--data_service_role=worker needs --data_service_dispatcher=host:port")
+    worker_address = worker_address or socket.gethostname()
+    server = service.worker(dispatcher_address, port, worker_address)
+    print(f"tf.data service data worker serving at {worker_address} port {port} for the dispatcher "
+          f"{dispatcher_address}", flush=True)
+  else:
+    raise ValueError(f"--mode=data_service needs --data_service_role=dispatcher or worker (not {role})")
+  server.join()
 
 
 def evaluate_run(config, workdir, checkpoint=None):

@@ -22,6 +22,7 @@ from ssd_tf import init_from
 from ssd_tf import optim
 from ssd_tf import progress
 from ssd_tf.data import pipeline
+from ssd_tf.data import service
 from ssd_tf.ssd import SSD
 
 LOSS_KEYS = ("loss", "loc_loss", "cls_loss", "weight_decay")
@@ -159,10 +160,14 @@ class Trainer:
     return self.train_loop(iterator, tf.constant(1))[1]
 
   def dataset_iterator(self, start_step=0):
-    """The distributed training input, positioned after ``start_step`` batches."""
+    """The distributed training input: the in-process pipeline positioned after ``start_step``
+    batches, or with config.data.service_address the batches of the tf.data service's data workers
+    (ssd_tf.data.service: one job per run and ``start_step``, not positioned)."""
     cfg = self.config
 
     def dataset_fn(input_context):
+      if cfg.data.service_address:
+        return service.train_dataset(cfg, input_context, service.job_name(self.books.workdir, start_step))
       return pipeline.train_dataset(cfg, input_context, skip_batches=start_step)
 
     return iter(self.strategy.distribute_datasets_from_function(dataset_fn))

@@ -129,6 +129,17 @@ def test_eval_speed(outputs):
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_data_service_reports_in_process_and_one_and_two_workers(coco_tiny_dir):
+  process = _start("data_service.py", "--coco_dir", str(coco_tiny_dir), "--image_size=64", "--batch=4",
+                   "--warmup=1", "--batches=2", "--rounds=1", coco_dir=coco_tiny_dir)
+  r = _json_line("data_service", process)
+  _check_machine(r, xla=False)
+  assert (r["bench"], r["images_in_split"]) == ("ssd_tf_data_service", 80)
+  assert all(r[name]["images_per_s"] > 0 for name in ("in_process", "service_1_worker", "service_2_workers"))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_input_pipeline_reports_machine_facts(coco_tiny_dir):
   process = _start("input_pipeline.py", "--coco_dir", str(coco_tiny_dir), "--image_size=64", "--batch=4",
                    "--warmup=1", "--batches=2", "--rounds=1", coco_dir=coco_tiny_dir)
@@ -234,6 +245,9 @@ SAMPLE = [
          machine=dict(MACHINE, date="2026-11-26T09:00:00")),
     dict(bench="ssd_tf_eval", backbone="vgg16", image_size=300, checkpoint="runs/vgg/ckpt-1", num_images=80,
          batch_size=8, eval_mode=dict(images_per_s=4.5, pycocotools_share=0.104), machine=MACHINE),
+    dict(bench="ssd_tf_data_service", image_size=300, batch=8, in_process=dict(images_per_s=211.67),
+         service_1_worker=dict(images_per_s=178.24), service_2_workers=dict(images_per_s=193.31),
+         service_2_workers_vs_in_process=0.91, machine=MACHINE),
 ]
 
 
@@ -255,6 +269,7 @@ def test_report_renders_tables(tmp_path):
   assert "| SSD300-VGG16 | checkpoint | 80 | 8 | 4.50 | 10% | - | - |" in text
   assert ("| SSD512-ResNet50 (conv3+conv4) | random | 0.01 (top 400) | 2 | 410.4 (float32) | 6.3 | 300.2 (280.1 / 20.1) "
           "| 350.0 (330.0 / 20.0) | 102.6 (90.0 / 12.6) | 0.25 |") in text
+  assert "| 300 | 8 | 211.7 | 178.2 | 193.3 | 0.91x |" in text
   assert "input_pipeline" not in text  # no such records, no such table
 
 

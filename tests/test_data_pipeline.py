@@ -47,7 +47,11 @@ def _batches(dataset, n):
 
 def test_train_batches_have_the_contract_format(dataset_dirs):
   batch = _batches(pipeline.train_dataset(_config(dataset_dirs[1], deterministic=False)), 1)[0]
-  assert sorted(batch) == ["boxes", "image", "is_crowd", "labels"]
+  assert sorted(batch) == ["boxes", "epoch", "image", "image_id", "is_crowd", "labels"]
+  with open(coco.json_path(dataset_dirs[0], "train2017")) as f:
+    ids = {i["id"] for i in json.load(f)["images"]}
+  assert batch["image_id"].dtype == np.int64 and set(batch["image_id"]) <= ids
+  assert batch["epoch"].dtype == np.int64 and list(batch["epoch"]) == [0] * BATCH
   assert batch["image"].shape == (BATCH, SIZE, SIZE, 3) and batch["image"].dtype == np.float32
   assert batch["image"].min() >= 0 and batch["image"].max() <= 255 and batch["image"].max() > 100
   assert batch["boxes"].shape == (BATCH, MAX_BOXES, 4) and batch["boxes"].dtype == np.float32

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -200,21 +199,11 @@ def test_mirrored_gradient_clipping_matches_one_device(single_device, tmp_path):
 
 # --- MultiWorkerMirroredStrategy: two processes on 127.0.0.1 ------------------------------------
 
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 @contextlib.contextmanager
 def _workers(worker_args, logs):
   """Starts `python *worker_args[i]` as worker i of a 2-worker TF_CONFIG cluster on 127.0.0.1 (one
   core each; output to logs[i]); yields the processes and kills (process group) any still running."""
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in cli_helpers.free_ports(2)]}
   processes = []
   try:
     for index, (args, log) in enumerate(zip(worker_args, logs)):

@@ -5,7 +5,9 @@ Batches are dicts:
   boxes     float32 [B, M, 4] normalized [ymin, xmin, ymax, xmax], M = config.data.max_boxes
   labels    int32 [B, M], 1..C, -1 on padded rows
   is_crowd  bool [B, M], False on padded rows
-  eval only: image_id int64 [B], original_size int32 [B, 2] (height, width)
+  image_id  int64 [B], the COCO image id
+  training only: epoch int64 [B], the epoch the image was drawn in (a batch may span two)
+  eval only: original_size int32 [B, 2] (height, width)
 B is config.train.batch_size / config.eval.batch_size (global); with an input
 context, the per-replica size, and each input pipeline reads its own share.
 
@@ -244,7 +246,8 @@ def train_dataset(config, input_context=None, skip_batches=0):
         tf.random.experimental.stateless_fold_in(augment_seed, position[0]), position[1])
     element = augment.train_transform(element, element_seed, data_cfg.augment, size, data_cfg.mean_rgb)
     element = pad_ground_truth(element, data_cfg.max_boxes)
-    return {k: element[k] for k in ("image", "boxes", "labels", "is_crowd")}
+    keep = ("image", "boxes", "labels", "is_crowd", "image_id")
+    return dict({k: element[k] for k in keep}, epoch=position[0])
 
   ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(numbered_epoch)
   if offset:

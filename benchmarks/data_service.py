@@ -1,0 +1,115 @@
+"""Training input through tf.data service: images/s of the augmenting pipeline in-process and read from
+1 and from 2 local data worker processes, in one run, printed as one JSON line.
+
+Prepares --split of a COCO 2017 layout (default: the COCO sample next to the repo) into a
+temporary folder, then times ssd_tf.data.pipeline.train_dataset (SSD augmentation at
+--image_size, batches of --batch) as input_pipeline.py does: in this process, then through
+ssd_tf.data.service.train_dataset with a dispatcher and 1, then 2, data workers started as
+separate processes (main.py --mode=data_service on 127.0.0.1). The data workers and this
+process share the machine's cores: the figures say what the service costs and gains here,
+not what workers on other machines add.
+
+  python benchmarks/data_service.py
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import input_pipeline
+import machine
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from ssd_tf import defaults  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _free_port():
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    return probe.getsockname()[1]
+
+
+def _serve(args, log_path):
+  """Starts `main.py --mode=data_service args` (output to log_path) and waits for its serving line."""
+  with open(log_path, "w") as log:
+    process = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--mode=data_service", *args],
+                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+  deadline = time.monotonic() + 120
+  while "serving" not in pathlib.Path(log_path).read_text():
+    if process.poll() is not None or time.monotonic() > deadline:
+      raise RuntimeError(f"main.py --mode=data_service {' '.join(args)} did not start: see {log_path}")
+    time.sleep(0.1)
+  return process
+
+
+@contextlib.contextmanager
+def local_service(num_workers, log_dir):
+  """A dispatcher and num_workers data workers on 127.0.0.1 (processes); yields the dispatcher's address."""
+  port = _free_port()
+  address = f"127.0.0.1:{port}"
+  processes = []
+  try:
+    processes.append(_serve(["--data_service_role=dispatcher", f"--data_service_port={port}"],
+                            os.path.join(log_dir, "dispatcher.log")))
+    for index in range(num_workers):
+      processes.append(_serve(["--data_service_role=worker", f"--data_service_port={_free_port()}",
+                               f"--data_service_dispatcher={address}",
+                               "--data_service_worker_address=127.0.0.1"],
+                              os.path.join(log_dir, f"worker_{index}.log")))
+    yield address
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def measure(args, workdir):
+  """{"in_process": rates, "service_1_worker": rates, "service_2_workers": rates} and the split's size."""
+  from ssd_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from ssd_tf.data import service  # pylint: disable=g-import-not-at-top
+  config, summary = input_pipeline.prepared_config(args.coco_dir, args.split, args.image_size, args.batch,
+                                                   False, os.path.join(workdir, "records"))
+  timed = dict(warmup=args.warmup, batches=args.batches, num_rounds=args.rounds, batch_size=args.batch)
+  results = dict(in_process=input_pipeline.rounds(iter(pipeline.train_dataset(config)), **timed))
+  for num_workers, name in ((1, "service_1_worker"), (2, "service_2_workers")):
+    with local_service(num_workers, tempfile.mkdtemp(dir=workdir)) as address:
+      config.data.service_address = address
+      dataset = service.train_dataset(config, None, f"benchmark-{num_workers}")
+      results[name] = input_pipeline.rounds(iter(dataset), **timed)
+  return results, summary["images"]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--coco_dir", default=defaults.coco_sample_dir())
+  parser.add_argument("--split", default="train2017")
+  parser.add_argument("--image_size", type=int, default=300)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--warmup", type=int, default=20, help="batches before timing")
+  parser.add_argument("--batches", type=int, default=100, help="batches per timed round")
+  parser.add_argument("--rounds", type=int, default=3)
+  args = parser.parse_args()
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  with tempfile.TemporaryDirectory() as workdir:
+    results, images = measure(args, workdir)
+  print(json.dumps(dict(
+      bench="ssd_tf_data_service", augment="ssd", image_size=args.image_size, batch=args.batch,
+      images_in_split=images, **results,
+      service_2_workers_vs_in_process=round(results["service_2_workers"]["images_per_s"]
+                                            / results["in_process"]["images_per_s"], 2),
+      machine=machine.facts(xla=False))))
+
+
+if __name__ == "__main__":
+  main()
