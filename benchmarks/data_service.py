@@ -29,7 +29,6 @@ import machine
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from ssd_tf import defaults  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _free_port():
@@ -91,13 +90,7 @@ def measure(args, workdir):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--coco_dir", default=defaults.coco_sample_dir())
-  parser.add_argument("--split", default="train2017")
-  parser.add_argument("--image_size", type=int, default=300)
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--warmup", type=int, default=20, help="batches before timing")
-  parser.add_argument("--batches", type=int, default=100, help="batches per timed round")
-  parser.add_argument("--rounds", type=int, default=3)
+  input_pipeline.add_input_arguments(parser)
   args = parser.parse_args()
 
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

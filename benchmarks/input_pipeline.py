@@ -76,8 +76,8 @@ def run_peer(peer_python, coco_dir, split, batch_size, epochs):
                        "--split", split, "--workers", "2", "--batch", batch_size, "--epochs", epochs])
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_input_arguments(parser):
+  """The flags of what is timed: data, input size, batch, warm-up and timed batches and rounds."""
   parser.add_argument("--coco_dir", default=defaults.coco_sample_dir())
   parser.add_argument("--split", default="train2017")
   parser.add_argument("--image_size", type=int, default=300)
@@ -85,6 +85,11 @@ def main():
   parser.add_argument("--warmup", type=int, default=20, help="batches before timing")
   parser.add_argument("--batches", type=int, default=100, help="batches per timed round")
   parser.add_argument("--rounds", type=int, default=3)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_input_arguments(parser)
   parser.add_argument("--deterministic", action="store_true", help="config.data.deterministic=True")
   parser.add_argument("--peer_python", default="", help="python of the torch peer venv: run it too")
   parser.add_argument("--peer_epochs", type=int, default=10)
