@@ -13,63 +13,18 @@ not what workers on other machines add.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 import input_pipeline
+import local_service
 import machine
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def _free_port():
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
-
-
-def _serve(args, log_path):
-  """Starts `main.py --mode=data_service args` (output to log_path) and waits for its serving line."""
-  with open(log_path, "w") as log:
-    process = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--mode=data_service", *args],
-                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-  deadline = time.monotonic() + 120
-  while "serving" not in pathlib.Path(log_path).read_text():
-    if process.poll() is not None or time.monotonic() > deadline:
-      raise RuntimeError(f"main.py --mode=data_service {' '.join(args)} did not start: see {log_path}")
-    time.sleep(0.1)
-  return process
-
-
-@contextlib.contextmanager
-def local_service(num_workers, log_dir):
-  """A dispatcher and num_workers data workers on 127.0.0.1 (processes); yields the dispatcher's address."""
-  port = _free_port()
-  address = f"127.0.0.1:{port}"
-  processes = []
-  try:
-    processes.append(_serve(["--data_service_role=dispatcher", f"--data_service_port={port}"],
-                            os.path.join(log_dir, "dispatcher.log")))
-    for index in range(num_workers):
-      processes.append(_serve(["--data_service_role=worker", f"--data_service_port={_free_port()}",
-                               f"--data_service_dispatcher={address}",
-                               "--data_service_worker_address=127.0.0.1"],
-                              os.path.join(log_dir, f"worker_{index}.log")))
-    yield address
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def measure(args, workdir):
@@ -81,7 +36,7 @@ def measure(args, workdir):
   timed = dict(warmup=args.warmup, batches=args.batches, num_rounds=args.rounds, batch_size=args.batch)
   results = dict(in_process=input_pipeline.rounds(iter(pipeline.train_dataset(config)), **timed))
   for num_workers, name in ((1, "service_1_worker"), (2, "service_2_workers")):
-    with local_service(num_workers, tempfile.mkdtemp(dir=workdir)) as address:
+    with local_service.cluster(tempfile.mkdtemp(dir=workdir), num_workers) as (address, _):
       config.data.service_address = address
       dataset = service.train_dataset(config, None, f"benchmark-{num_workers}")
       results[name] = input_pipeline.rounds(iter(dataset), **timed)

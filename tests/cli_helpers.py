@@ -7,7 +7,6 @@ session fixtures of several test files share them.
 import json
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
@@ -30,17 +29,6 @@ def run_cli(script, *args, timeout=TIMEOUT):
   """Runs `python <script> args` in the repository; returns the CompletedProcess (text output)."""
   return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
-
-
-def free_ports(count):
-  """``count`` different TCP ports free on 127.0.0.1 (at the time of the call)."""
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def message_lines(stderr):

@@ -2,7 +2,6 @@
 processes (main.py --mode=data_service) on 127.0.0.1 feed the tiny config's training pipeline."""
 
 import collections
-import contextlib
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from benchmarks import local_service
 from ssd_tf.data import service
 import cli_helpers
 import tiny_config
@@ -34,48 +34,9 @@ def test_one_job_per_run_directory_and_start_step(tmp_path, monkeypatch):
   assert len({job, service.job_name("run", 4), service.job_name("other", 0)}) == 3
 
 
-def _start(args, log):
-  """`python main.py --mode=data_service args` in its own session; waits for its serving line."""
-  with open(log, "w") as log_file:
-    process = subprocess.Popen([sys.executable, str(cli_helpers.REPO / "main.py"), "--mode=data_service",
-                                *args], cwd=cli_helpers.REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), start_new_session=True)
-  deadline = time.monotonic() + 60
-  while "serving" not in log.read_text():
-    assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-    time.sleep(0.1)
-  return process
-
-
-def _dispatcher_args(address, work_dir):
-  return ["--data_service_role=dispatcher", f"--data_service_port={address.rsplit(':', 1)[1]}",
-          *([f"--data_service_work_dir={work_dir}"] if work_dir else [])]
-
-
-@contextlib.contextmanager
-def _cluster(logs_dir, num_workers=2, work_dir=""):
-  """A dispatcher (journal in work_dir, if given) and num_workers data workers on 127.0.0.1; yields
-  (dispatcher address, [dispatcher, *workers]); processes appended to the list are killed at the end too."""
-  dispatcher_port, *worker_ports = cli_helpers.free_ports(1 + num_workers)
-  address = f"127.0.0.1:{dispatcher_port}"
-  processes = []
-  try:
-    processes.append(_start(_dispatcher_args(address, work_dir), logs_dir / "dispatcher.log"))
-    for index, port in enumerate(worker_ports):
-      processes.append(_start(["--data_service_role=worker", f"--data_service_port={port}",
-                               f"--data_service_dispatcher={address}",
-                               "--data_service_worker_address=127.0.0.1"], logs_dir / f"worker_{index}.log"))
-    yield address, processes
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-  with _cluster(tmp_path_factory.mktemp("data_service")) as (address, _):
+  with local_service.cluster(tmp_path_factory.mktemp("data_service")) as (address, _):
     yield address
 
 
@@ -141,7 +102,7 @@ def _train_past_step_10(tmp_path, data, address, at_step_10):
 @pytest.mark.slow  # about 20 s: its own dispatcher and workers, 60 training steps
 def test_a_killed_data_worker_does_not_stop_training(tmp_path, tmp_path_factory):
   """SIGKILL of data worker 0 once step 10 is logged: training runs its 60 steps on worker 1."""
-  with _cluster(tmp_path) as (address, processes):
+  with local_service.cluster(tmp_path) as (address, processes):
     _train_past_step_10(tmp_path, cli_helpers.tiny_data(tmp_path_factory), address,
                         lambda: os.killpg(processes[1].pid, signal.SIGKILL))
     assert processes[1].wait() == -signal.SIGKILL
@@ -153,11 +114,11 @@ def test_a_dispatcher_restarted_with_its_journal_takes_over(tmp_path, tmp_path_f
   """SIGKILL of the dispatcher once step 10 is logged, then the same command again (same port and
   --data_service_work_dir): the training goes on to its 60 steps (without a journal it would wait)."""
   journal = tmp_path / "journal"
-  with _cluster(tmp_path, num_workers=1, work_dir=journal) as (address, processes):
+  with local_service.cluster(tmp_path, num_workers=1, work_dir=journal) as (address, processes):
     def restart():
       os.killpg(processes[0].pid, signal.SIGKILL)
       processes[0].wait()
-      processes.append(_start(_dispatcher_args(address, journal), tmp_path / "dispatcher_restarted.log"))
+      processes.append(local_service.start(local_service.dispatcher_args(address, journal), tmp_path / "dispatcher_restarted.log"))
 
     _train_past_step_10(tmp_path, cli_helpers.tiny_data(tmp_path_factory), address, restart)
 
@@ -172,7 +133,7 @@ def test_a_dispatcher_restarted_with_its_journal_takes_over(tmp_path, tmp_path_f
      "or grpc://host:port"),
 ], ids=["unreachable_dispatcher", "malformed_address"])
 def test_a_bad_dispatcher_address_is_one_line(args, message, tmp_path, tmp_path_factory):
-  port, = cli_helpers.free_ports(1)
+  port, = local_service.free_ports(1)
   start = time.monotonic()
   result = cli_helpers.run_cli("main.py", *cli_helpers.config_flags(cli_helpers.tiny_data(tmp_path_factory)),
                                *(a.format(tmp=tmp_path, port=port) for a in args), timeout=UNREACHABLE_BOUND)

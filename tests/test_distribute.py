@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks import local_service
 from ssd_tf import distribute
 from ssd_tf.ssd import SSD
 from ssd_tf import train
@@ -203,7 +204,7 @@ def test_mirrored_gradient_clipping_matches_one_device(single_device, tmp_path):
 def _workers(worker_args, logs):
   """Starts `python *worker_args[i]` as worker i of a 2-worker TF_CONFIG cluster on 127.0.0.1 (one
   core each; output to logs[i]); yields the processes and kills (process group) any still running."""
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in cli_helpers.free_ports(2)]}
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in local_service.free_ports(2)]}
   processes = []
   try:
     for index, (args, log) in enumerate(zip(worker_args, logs)):

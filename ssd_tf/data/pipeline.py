@@ -85,19 +85,23 @@ def _placeholder():
 
 
 def _first_or(ds, fallback):
-  """The first element of ``ds`` that raises no error, else ``fallback`` (usable inside tf.data)."""
-  return ds.ignore_errors(log_warning=True).concatenate(
-      tf.data.Dataset.from_tensors(fallback)).take(1).get_single_element()
+  """The first element of ``ds`` that raises no error, else the first of the dataset ``fallback``
+  (only then computed); usable inside tf.data."""
+  return ds.ignore_errors(log_warning=True).concatenate(fallback).take(1).get_single_element()
 
 
 def _decoded_or_flagged(item, parse):
   """A source item -> (decoded element, True), or (placeholder, False) when the record does not
-  parse or its image does not decode (tf.data logs the error). The image id of a record that parses
-  stays in the placeholder, for the warning."""
+  parse or its image does not decode (tf.data logs the error). The placeholder keeps the image id of
+  a record that parses (-1 otherwise), for the warning; it is only built for a failed record."""
   one = tf.data.Dataset.from_tensors(item)
-  image_id = _first_or(one.map(lambda raw: parse(raw)["image_id"]), tf.constant(-1, tf.int64))
-  return _first_or(one.map(lambda raw: (decode(parse(raw)), True)),
-                   (dict(_placeholder(), image_id=image_id), False))
+
+  def flagged(raw):
+    image_id = _first_or(one.map(lambda r: parse(r)["image_id"]),
+                         tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64)))
+    return dict(_placeholder(), image_id=image_id), False
+
+  return _first_or(one.map(lambda raw: (decode(parse(raw)), True)), one.map(flagged))
 
 
 def _count_skipped(skipped, item):
