@@ -132,8 +132,8 @@ class Detector:
 def load(path, checkpoint=None, config=None):
   """A Detector from a run directory or an exported SavedModel directory.
 
-  A run directory: its config.json (or ``config``), label_map.json and its best checkpoint
-  (else the newest; or ``checkpoint``). A SavedModel: its serving_default signature and the
+  A run directory: its config.json (or ``config``), label_map.json and the checkpoint it means
+  (best, else newest; or ``checkpoint``): SSD.from_run. A SavedModel: its serving_default signature and the
   label map among its assets.
   """
   path = os.fspath(path)
@@ -143,11 +143,9 @@ def load(path, checkpoint=None, config=None):
                     path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{path}: no such run directory or SavedModel")
-  if config is not None:
-    run_dir.check_config(config, path)
-  ssd = SSD(config or run_dir.load_config(path))
-  ssd.restore(checkpoint or run_dir.best_or_latest_checkpoint(path))
-  label_map = run_dir.load_label_map(path)
-  module = export.DetectionModule(ssd, label_map, run_dir.label_map_path(path))
+  run = run_dir.RunDir(path)
+  ssd = SSD.from_run(path, checkpoint, config)
+  label_map = run.load_label_map()
+  module = export.DetectionModule(ssd, label_map, run.label_map_json)
   # A closure: tf.function methods hold their instance weakly, the module must stay alive.
   return Detector(lambda encoded: module.serve_encoded(encoded), label_map, path)

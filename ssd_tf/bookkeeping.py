@@ -1,5 +1,6 @@
 """A training run's records: checkpoints (newest and best by AP), the best AP, TensorBoard summaries.
 
+Paths are ssd_tf/run_dir.py's.
 Checkpoints hold the network, the optimizer and the number of steps run. The last
 ``keep`` are kept in ``checkpoints/``, the best by COCO AP in ``best/`` with
 ``best/best_ap.txt`` ("<AP> <step>"). TensorBoard summaries of a step are written once
@@ -20,11 +21,11 @@ import tensorflow as tf
 
 from ssd_tf import distribute
 from ssd_tf import files
+from ssd_tf import run_dir
 
 
-def _read_best_ap(best_dir):
-  """The AP of the best checkpoint so far (-1 when there is none)."""
-  path = os.path.join(best_dir, "best_ap.txt")
+def _read_best_ap(path):
+  """The AP of the best checkpoint so far (-1 when there is none), from best_ap.txt at ``path``."""
   if not os.path.exists(path):
     return -1.0
   with open(path) as f:
@@ -34,31 +35,28 @@ def _read_best_ap(best_dir):
 class Bookkeeper:
   """Saves, restores and keeps the best checkpoint of one run; defers summaries to checkpoints."""
 
-  def __init__(self, checkpoint, workdir, strategy, keep):
-    """checkpoint: tf.train.Checkpoint whose ``step`` is the int64 variable of steps run."""
+  def __init__(self, checkpoint, run, strategy, keep, on_first_save=None):
+    """checkpoint: tf.train.Checkpoint whose ``step`` is the int64 variable of steps run; run: the
+    RunDir; on_first_save(): called on the chief before this process's first checkpoint."""
     self.checkpoint = checkpoint
-    self.workdir = workdir
+    self.run = run
     self.strategy = strategy
     self.is_chief = distribute.is_chief(strategy)
-    self.latest = tf.train.CheckpointManager(checkpoint, self._writable_dir("checkpoints"), max_to_keep=keep)
-    self._best_dir = self._writable_dir("best")
-    self.best = tf.train.CheckpointManager(checkpoint, self._best_dir, max_to_keep=1)
-    self.best_ap = _read_best_ap(self._best_dir)
-    self.writer = (tf.summary.create_file_writer(os.path.join(workdir, "train"))
-                   if self.is_chief else tf.summary.create_noop_writer())
+    # The chief writes into the run; other workers into their own scratch folders.
+    own = run if self.is_chief else run_dir.RunDir(run.scratch(distribute.task_name(strategy)))
+    self.latest = tf.train.CheckpointManager(checkpoint, own.checkpoints, max_to_keep=keep)
+    self.best = tf.train.CheckpointManager(checkpoint, own.best, max_to_keep=1)
+    self._best_ap_path = own.best_ap
+    self.best_ap = _read_best_ap(own.best_ap)
+    self.writer = tf.summary.create_file_writer(run.train) if self.is_chief else tf.summary.create_noop_writer()
+    self._on_first_save = on_first_save if self.is_chief else None
     self._pending = []  # (step, function writing that step's summaries)
     self._saved_step = 0  # the step of the newest checkpoint
-
-  def _writable_dir(self, name):
-    """workdir/name on the chief; a per-task scratch dir on other workers."""
-    if self.is_chief:
-      return os.path.join(self.workdir, name)
-    return os.path.join(self.workdir, "tmp", distribute.task_name(self.strategy), name)
 
   @property
   def latest_checkpoint(self):
     """The chief's newest checkpoint (None before the first), as every worker sees it."""
-    return tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints"))
+    return self.run.latest_checkpoint()
 
   def restore(self):
     """Restores the chief's newest checkpoint, if any; returns the step it holds (0 if none).
@@ -75,12 +73,15 @@ class Bookkeeper:
       raise ValueError(
           f"the workers would resume at different steps ({', '.join(map(str, steps))}; "
           f"{distribute.task_name(self.strategy)} at {self._saved_step}): every worker restores from the "
-          f"chief's checkpoints (here {os.path.join(self.workdir, 'checkpoints')}), so all need the same "
+          f"chief's checkpoints (here {self.run.checkpoints}), so all need the same "
           f"--workdir on a filesystem they share")
     return self._saved_step
 
   def save(self, step):
     """Saves the newest checkpoint and writes the summaries it now covers; returns its path."""
+    if self._on_first_save:
+      self._on_first_save()
+      self._on_first_save = None
     path = self.latest.save(checkpoint_number=step)
     self._saved_step = step
     self._write_summaries()
@@ -93,8 +94,8 @@ class Bookkeeper:
       return
     self.best_ap = ap
     self.best.save(checkpoint_number=step)
-    files.write_atomic(os.path.join(self._best_dir, "best_ap.txt"), f"{ap} {step}\n")
-    logging.info("New best AP %.4f at step %d, kept in %s", ap, step, self._best_dir)
+    files.write_atomic(self._best_ap_path, f"{ap} {step}\n")
+    logging.info("New best AP %.4f at step %d, kept in %s", ap, step, self.best.directory)
 
   def summarize(self, step, write):
     """Runs write() (tf.summary calls) at ``step`` once a checkpoint holds that step."""
@@ -112,7 +113,6 @@ class Bookkeeper:
   def close(self):
     """Removes this worker's scratch dir, and workdir/tmp once no worker uses it."""
     if not self.is_chief:
-      scratch_root = os.path.join(self.workdir, "tmp")
-      shutil.rmtree(os.path.join(scratch_root, distribute.task_name(self.strategy)), ignore_errors=True)
+      shutil.rmtree(self.run.scratch(distribute.task_name(self.strategy)), ignore_errors=True)
       with contextlib.suppress(OSError):
-        os.rmdir(scratch_root)
+        os.rmdir(self.run.tmp)

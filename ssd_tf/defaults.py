@@ -112,7 +112,7 @@ def base_config():
   c.data = ml_collections.ConfigDict(dict(
       source="tfrecord",          # tfrecord | tfds
       coco_dir="",                # COCO 2017 layout: annotations/instances_{split}.json, {split}/
-      tfrecord_dir="",            # prepared shards + label_map.json (default: <workdir>/data)
+      tfrecord_dir="",            # prepared shards + label_map.json
       tfds_data_dir="",
       tfds_manual_dir="",
       train_split="train2017",
@@ -184,6 +184,12 @@ def base_config():
       num_summary_images=4,
   ))
   return c
+
+
+# Fields that hold a file or folder path (besides "" and "imagenet"): a run's config.json stores them
+# relative to the run directory when inside it (ssd_tf/run_dir.py).
+PATH_FIELDS = ("model.backbone_weights", "model.init_from", "data.coco_dir", "data.tfrecord_dir",
+               "data.tfds_data_dir", "data.tfds_manual_dir")
 
 
 # Fields renamed since configs were first saved: old dotted name -> new dotted name.

@@ -22,6 +22,7 @@ import tensorflow as tf
 from ssd_tf import box_ops
 from ssd_tf import files
 from ssd_tf import progress
+from ssd_tf import run_dir
 from ssd_tf import visualize
 from ssd_tf.data import pipeline
 from ssd_tf.data import records
@@ -217,8 +218,8 @@ def write_results(workdir, metrics, detections):
   """Writes <workdir>/metrics.json and <workdir>/detections.json (each via a temp file + rename)."""
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  files.write_json(os.path.join(workdir, "metrics.json"), metrics)
-  files.write_json(os.path.join(workdir, "detections.json"), detections)
+  files.write_json(os.path.join(workdir, run_dir.METRICS), metrics)
+  files.write_json(os.path.join(workdir, run_dir.DETECTIONS), detections)
 
 
 def format_table(backbone_name, metrics):

@@ -40,7 +40,7 @@ def _locate(source):
   """(run directory, checkpoint prefix) of ``source``, a run directory or a checkpoint prefix."""
   if os.path.isdir(source):
     try:
-      return source, run_dir.best_or_latest_checkpoint(source)
+      return source, run_dir.RunDir(source).checkpoint()
     except FileNotFoundError:
       raise FileNotFoundError(f"model.init_from={source}: a run directory without checkpoints (none in "
                               f"{os.path.join(source, 'checkpoints')} or best/)") from None
@@ -56,14 +56,13 @@ def apply(ssd, source):
   ValueError when the source has another backbone; FileNotFoundError when there is no source.
   """
   workdir, checkpoint = _locate(source)
-  config = run_dir.load_config(workdir)
+  config = run_dir.RunDir(workdir).load_config()
   if config.model.backbone != ssd.config.model.backbone:
     raise ValueError(f"model.init_from={source}: its backbone is {config.model.backbone}, this SSD's is "
                      f"{ssd.config.model.backbone}; fine-tuning needs the same backbone")
   # SSD() sets Keras' global precision policy from its config: build the source under the target's.
   config.train.mixed_precision = ssd.config.train.mixed_precision
-  origin = SSD(config)
-  origin.restore(checkpoint)
+  origin = SSD.from_run(workdir, checkpoint, config)
   report = _copy(origin.network, ssd.network, checkpoint)
   _log(report, config.model)
   return report

@@ -14,8 +14,7 @@ import os
 import socket
 
 from ssd_tf import files
-
-LOCK_NAME = ".lock"
+from ssd_tf import run_dir
 
 
 class RunDirectoryBusy(BlockingIOError):
@@ -23,7 +22,7 @@ class RunDirectoryBusy(BlockingIOError):
 
 
 def _path(workdir):
-  return os.path.join(workdir, LOCK_NAME)
+  return run_dir.RunDir(workdir).lock
 
 
 def _holder_text(f):

@@ -3,13 +3,12 @@
 The run directory's layout is ssd_tf/run_dir.py's.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import time
-
-import tensorflow as tf
 
 from ssd_tf import api
 from ssd_tf import distribute
@@ -59,37 +58,33 @@ def prepare_data(config, splits=None, num_workers=2):
           for split in dict.fromkeys(splits or [data.train_split, data.eval_split])}
 
 
-def _restored_ssd(config, workdir, checkpoint=None):
-  """(SSD of config with the weights of ``checkpoint`` or workdir's newest, the checkpoint path);
-  config must agree with the run's config.json (run_dir.check_config)."""
-  run_dir.check_config(config, workdir)
-  ssd = SSD(config)
-  return ssd, ssd.restore(checkpoint or run_dir.latest_checkpoint(workdir))
-
-
 def train_run(config, workdir, evaluate=False):
-  """Trains (and evaluates every config.eval.every_steps and at the end, when asked) in workdir."""
+  """Trains (and evaluates every config.eval.every_steps and at the end, when asked) in workdir.
+
+  config.json and label_map.json are written with the first checkpoint; a start that fails
+  before it leaves the run directory as it was (RunDir.undo_on_failure).
+  """
   strategy = distribute.make_strategy(config.train.strategy, config.train.devices)
   chief = distribute.is_chief(strategy)
   label_map = pipeline.label_map(config)
   if label_map.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes={config.model.num_classes} but the data's label map "
                      f"has {label_map.num_classes} classes")
-  if chief:
-    files.check_writable(workdir)
-    run_dir.check_config(config, workdir, label_map)  # resuming: the same architecture and classes
-  lock = run_lock.acquire(workdir) if chief else None  # one writer per run directory
+  run = run_dir.RunDir(workdir)
+  lock = None
   try:
-    if chief:
-      run_dir.init(workdir, config, label_map)
-    trainer = Trainer(config, workdir, strategy)
-    evaluator = Evaluator(config, workdir, label_map) if evaluate and chief else None
-    losses = trainer.fit(evaluator)
+    with run.undo_on_failure() if chief else contextlib.nullcontext():
+      if chief:
+        files.check_writable(workdir)
+        run.check_config(config, label_map)  # resuming: the same architecture and classes
+        lock = run_lock.acquire(workdir)  # one writer per run directory
+      trainer = Trainer(config, workdir, strategy, label_map if chief else None)
+      evaluator = Evaluator(config, workdir, label_map) if evaluate and chief else None
+      losses = trainer.fit(evaluator)
   finally:
     if lock:
       lock.close()
-  print(f"Training done at step {trainer.step}; checkpoints in {os.path.join(workdir, 'checkpoints')}",
-        flush=True)
+  print(f"Training done at step {trainer.step}; checkpoints in {run.checkpoints}", flush=True)
   return losses
 
 
@@ -115,18 +110,19 @@ def data_service(role, port, dispatcher_address="", worker_address="", work_dir=
 
 
 def evaluate_run(config, workdir, checkpoint=None):
-  """Evaluates the newest checkpoint of workdir (or the given one); writes the results to workdir, or,
+  """Evaluates the checkpoint workdir means (best, else newest; or the given one); writes the results to workdir, or,
   while a training holds workdir (run_lock), to workdir/eval/step-<N>, never over the training's."""
-  label_map = run_dir.load_label_map(workdir)
-  path = checkpoint or run_dir.latest_checkpoint(workdir)
+  run = run_dir.RunDir(workdir)
+  label_map = run.load_label_map()
+  path = checkpoint or run.checkpoint()
   step = run_dir.checkpoint_step(path)
   output_dir = workdir
   training = run_lock.holder(workdir)
   if training:
-    output_dir = os.path.join(workdir, "eval", f"step-{step}")
+    output_dir = run.eval_dir(step)
     print(f"A training is running in {workdir} ({training}): results go to {output_dir}", flush=True)
   files.check_writable(output_dir)
-  ssd, _ = _restored_ssd(config, workdir, path)
+  ssd = SSD.from_run(workdir, path, config)
   return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
 
 
@@ -154,8 +150,8 @@ def convert_run(config, source, workdir, overwrite=False):
   files.check_writable(workdir)
   lock = run_lock.acquire(workdir)  # one writer per run directory
   try:
-    for name in ("checkpoints", "best"):
-      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    for folder in (run_dir.RunDir(workdir).checkpoints, run_dir.RunDir(workdir).best):
+      shutil.rmtree(folder, ignore_errors=True)
     path = detectors.write_run(workdir, config, ssd, label_map)
   finally:
     lock.close()
@@ -165,11 +161,12 @@ def convert_run(config, source, workdir, overwrite=False):
 
 def export_run(config, workdir, checkpoint=None, export_dir=None):
   """Checkpoint -> SavedModel (serving_default: encoded bytes; serving_images: uint8)."""
-  label_map = run_dir.load_label_map(workdir)
-  export_dir = export_dir or os.path.join(workdir, "export", "saved_model")
+  run = run_dir.RunDir(workdir)
+  label_map = run.load_label_map()
+  export_dir = export_dir or run.export_dir("saved_model")
   files.check_writable(os.path.dirname(os.path.normpath(export_dir)) or ".")
-  ssd, _ = _restored_ssd(config, workdir, checkpoint)
-  export_saved_model(ssd, label_map, run_dir.label_map_path(workdir), export_dir)
+  ssd = SSD.from_run(workdir, checkpoint, config)
+  export_saved_model(ssd, label_map, run.label_map_json, export_dir)
   print(f"SavedModel written to {export_dir}", flush=True)
   return export_dir
 
@@ -178,18 +175,19 @@ def export_tflite_run(config, workdir, quantize, checkpoint=None, export_dir=Non
   """Checkpoint -> <export_dir>/model.tflite + label_map.json + labels.txt (tflite_export), built in
   float32 whatever the run's precision; int8 calibrates on the first ``calibration_images`` prepared
   training images (config.data.tfrecord_dir, else the run's own)."""
-  label_map = run_dir.load_label_map(workdir)
+  run = run_dir.RunDir(workdir)
+  label_map = run.load_label_map()
   name = {"none": "float32"}.get(quantize, quantize)
-  export_dir = export_dir or os.path.join(workdir, "export", f"tflite_{name}")
+  export_dir = export_dir or run.export_dir(f"tflite_{name}")
   files.check_writable(os.path.dirname(os.path.normpath(export_dir)) or ".")
   images = None
   if quantize == "int8":  # before the slow part: missing records stop the export at once
-    records_dir = config.data.tfrecord_dir or run_dir.load_config(workdir).data.tfrecord_dir
+    records_dir = config.data.tfrecord_dir or run.load_config().data.tfrecord_dir
     images = calibration.calibration_images(records_dir, config.data.train_split, calibration_images,
                                             config.model.image_size, config.model.resize_antialias)
   config = config.copy_and_resolve_references()
   config.train.mixed_precision = ""
-  ssd, _ = _restored_ssd(config, workdir, checkpoint)
+  ssd = SSD.from_run(workdir, checkpoint, config)
   path = tflite_export.write(tflite_export.convert(ssd, quantize, images), label_map, export_dir)
   print(f"TFLite model ({name}) written to {path}", flush=True)
   return path
@@ -200,12 +198,12 @@ def predict_images(config, workdir, patterns, checkpoint=None, saved_model=None,
   if saved_model:
     detector = api.load(saved_model)
   elif workdir:
-    detector = api.load(workdir, checkpoint=checkpoint or run_dir.latest_checkpoint(workdir), config=config)
+    detector = api.load(workdir, checkpoint, config)
   else:
     raise ValueError("--mode=predict needs --workdir (checkpoint) or --saved_model")
   # By default beside a SavedModel, never inside it.
-  default_dir = workdir or os.path.dirname(os.path.normpath(saved_model))
-  return predict(detector, patterns, output_dir or os.path.join(default_dir, "predictions"))
+  default_dir = run_dir.RunDir(workdir or os.path.dirname(os.path.normpath(saved_model))).predictions
+  return predict(detector, patterns, output_dir or default_dir)
 
 
 def quickstart(config, workdir, num_drawings=4):
@@ -217,9 +215,10 @@ def quickstart(config, workdir, num_drawings=4):
   """
   start = time.time()
   data = config.data
+  run = run_dir.RunDir(workdir)
   given_coco_dir = data.coco_dir
-  data.coco_dir = data.coco_dir or os.path.join(workdir, "synthetic")
-  data.tfrecord_dir = data.tfrecord_dir or os.path.join(workdir, "tfrecords")
+  data.coco_dir = data.coco_dir or run.synthetic
+  data.tfrecord_dir = data.tfrecord_dir or run.tfrecords
   splits = (data.train_split, data.eval_split)
   missing = [s for s in splits
              if not os.path.isfile(os.path.join(data.coco_dir, "annotations", f"instances_{s}.json"))]
@@ -240,17 +239,16 @@ def quickstart(config, workdir, num_drawings=4):
   _stage("5/5 drawing detections of val images")
   val_dir = os.path.join(data.coco_dir, data.eval_split)
   images = [os.path.join(val_dir, n) for n in sorted(os.listdir(val_dir))[:num_drawings]]
-  predict_images(config, workdir, images, saved_model=export_dir,
-                 output_dir=os.path.join(workdir, "predictions"))
-  with open(os.path.join(workdir, "metrics.json")) as f:
+  predict_images(config, workdir, images, saved_model=export_dir, output_dir=run.predictions)
+  with open(run.metrics) as f:
     metrics = json.load(f)
   print("\n" + format_table(config.model.backbone, metrics))
   print(f"\nQuickstart done in {format_duration(time.time() - start)}.\n"
-        f"  checkpoints   {os.path.join(workdir, 'checkpoints')}\n"
+        f"  checkpoints   {run.checkpoints}\n"
         f"  TensorBoard   tensorboard --logdir {workdir}\n"
-        f"  metrics       {os.path.join(workdir, 'metrics.json')}\n"
+        f"  metrics       {run.metrics}\n"
         f"  SavedModel    {export_dir}\n"
-        f"  drawings      {os.path.join(workdir, 'predictions')}", flush=True)
+        f"  drawings      {run.predictions}", flush=True)
   return metrics
 
 

@@ -16,6 +16,7 @@ from ssd_tf import losses
 from ssd_tf import matching
 from ssd_tf import model
 from ssd_tf import postprocess
+from ssd_tf import run_dir
 
 
 def set_precision_policy(train_config):
@@ -60,6 +61,20 @@ class SSD:
     self.default_boxes = tf.constant(anchors.default_boxes(config.anchors, self.image_size,
                                                            self.feature_map_sizes))
     self.variances = tuple(config.box_coder.variances)
+
+  @classmethod
+  def from_run(cls, path, checkpoint=None, config=None):
+    """The SSD of run directory ``path`` with the weights of ``checkpoint``, by default the one
+    the run means (best, else newest: RunDir.checkpoint). ``config``: built from this instead
+    of the run's config.json, which it must agree with (RunDir.check_config)."""
+    run = run_dir.RunDir(path)
+    if config is None:
+      config = run.load_config()
+    else:
+      run.check_config(config)
+    ssd = cls(config)
+    ssd.restore(checkpoint or run.checkpoint())
+    return ssd
 
   @property
   def image_size(self):

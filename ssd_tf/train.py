@@ -21,6 +21,7 @@ from ssd_tf import distribute
 from ssd_tf import init_from
 from ssd_tf import optim
 from ssd_tf import progress
+from ssd_tf import run_dir
 from ssd_tf.data import pipeline
 from ssd_tf.data import service
 from ssd_tf.ssd import SSD
@@ -55,7 +56,9 @@ def per_replica_batch_size(global_batch, num_replicas):
 class Trainer:
   """Trains the SSD of a config in a run directory under a tf.distribute strategy."""
 
-  def __init__(self, config, workdir, strategy):
+  def __init__(self, config, workdir, strategy, label_map=None):
+    """label_map: the data's; given, the run's config.json and label_map.json are written with
+    this process's first checkpoint (so a start or resume that fails before it changes neither)."""
     self.config = config
     self.strategy = strategy
     self.is_chief = distribute.is_chief(strategy)
@@ -73,9 +76,11 @@ class Trainer:
     # Training steps run (= batches consumed). Not optimizer.iterations: under mixed_float16 the
     # LossScaleOptimizer skips the update (and its iteration) of a step with non-finite gradients.
     self.steps_run = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_run")
+    run = run_dir.RunDir(workdir)
     self.books = bookkeeping.Bookkeeper(
-        self.ssd.checkpoint(optimizer=self.optimizer, step=self.steps_run), workdir, strategy,
-        keep=config.train.keep_checkpoints)
+        self.ssd.checkpoint(optimizer=self.optimizer, step=self.steps_run), run, strategy,
+        keep=config.train.keep_checkpoints,
+        on_first_save=(lambda: run.write(config, label_map)) if label_map is not None else None)
     if config.model.init_from:
       self._init_from(config.model.init_from)
     self.train_loop = self._make_train_loop()  # (distributed iterator, num_steps) -> steps, losses
@@ -167,7 +172,7 @@ class Trainer:
 
     def dataset_fn(input_context):
       if cfg.data.service_address:
-        return service.train_dataset(cfg, input_context, service.job_name(self.books.workdir, start_step))
+        return service.train_dataset(cfg, input_context, service.job_name(self.books.run.path, start_step))
       return pipeline.train_dataset(cfg, input_context, skip_batches=start_step)
 
     return iter(self.strategy.distribute_datasets_from_function(dataset_fn))

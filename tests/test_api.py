@@ -45,7 +45,7 @@ def run(tmp_path_factory):
   config = tiny_config.get_config()
   config.postprocess.score_threshold = 0.05
   label_map = LabelMap([dict(label=i + 1, category_id=c, name=f"thing{c}") for i, c in enumerate(CATEGORY_IDS)])
-  run_dir.init(str(workdir), config, label_map)
+  run_dir.RunDir(str(workdir)).write(config, label_map)
   tf.keras.utils.set_random_seed(3)
   ssd = SSD(config)
   for layer in ssd.network.layers:
@@ -54,7 +54,7 @@ def run(tmp_path_factory):
       bias = np.tile(np.array([0.0, 3.0, 0.0, 2.0, 0, 0, 0, 0, 0], np.float32), len(bias) // 9)
       layer.set_weights([kernel * 3.0, bias])
   ssd.checkpoint().save(str(workdir / "best" / "ckpt"))  # best/ckpt-1: what load picks
-  export_dir = export.export_saved_model(ssd, label_map, run_dir.label_map_path(str(workdir)),
+  export_dir = export.export_saved_model(ssd, label_map, run_dir.RunDir(workdir).label_map_json,
                                          str(workdir / "export" / "saved_model"))
   return dict(workdir=workdir, saved_model=pathlib.Path(export_dir), ssd=ssd, label_map=label_map)
 
@@ -110,9 +110,9 @@ def test_run_directory_reads_its_own_config_and_best_checkpoint(run, tmp_path):
   """Another checkpoint in checkpoints/ (newer) does not win over best/; the config comes from config.json."""
   detector = ssd_tf.load(run["workdir"])
   assert detector.label_map.entries == run["label_map"].entries
-  config = run_dir.load_config(str(run["workdir"]))
+  config = run_dir.RunDir(run["workdir"]).load_config()
   assert config.model.image_size == 64 and config.postprocess.score_threshold == 0.05
-  assert run_dir.best_or_latest_checkpoint(str(run["workdir"])).endswith(os.path.join("best", "ckpt-1"))
+  assert run_dir.RunDir(run["workdir"]).checkpoint().endswith(os.path.join("best", "ckpt-1"))
 
 
 def test_bad_inputs_name_the_problem(run, tmp_path):
@@ -135,7 +135,7 @@ def test_old_field_names_in_a_saved_config_still_load(run, tmp_path, caplog):
   config["data"]["synthetic"]["image_size"] = config["data"]["synthetic"].pop("side_range")
   (workdir / "config.json").write_text(json.dumps(config))
   with caplog.at_level("WARNING"):
-    loaded = run_dir.load_config(str(workdir))
+    loaded = run_dir.RunDir(workdir).load_config()
   assert list(loaded.data.synthetic.side_range) == [256, 320]  # the value saved under the old name
   assert "steps" not in loaded.anchors and list(loaded.anchors.strides) == []
   assert any("anchors.steps is deprecated, renamed anchors.strides" in r.getMessage() for r in caplog.records)

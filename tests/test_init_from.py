@@ -6,6 +6,7 @@ change shape.
 """
 
 import json
+import os
 import random
 import re
 import shutil
@@ -49,7 +50,7 @@ def source(tmp_path_factory):
   """dict(workdir, weights={step: {path: value}}) of the source run at its checkpoints 2 (best) and 4."""
   workdir = tmp_path_factory.mktemp("source") / "run"
   config = _config(SOURCE_CLASSES)
-  run_dir.init(str(workdir), config, _label_map(SOURCE_CLASSES))
+  run_dir.RunDir(str(workdir)).write(config, _label_map(SOURCE_CLASSES))
   trainer = train.Trainer(config, str(workdir), tf.distribute.get_strategy())
   iterator = train_helpers.distributed_iterator(trainer.strategy, train_helpers.fixed_batches(2))
   weights = {}
@@ -170,7 +171,7 @@ def test_a_level_only_one_side_has_keeps_its_initialization_or_stays_unused(sour
   assert f"re-initialized 14 of {', '.join(new_layers)} (not in the source)\n" in caplog.text
 
   # The other way round: the deeper SSD as the source of the source's architecture.
-  run_dir.init(str(tmp_path), config, _label_map(SOURCE_CLASSES))
+  run_dir.RunDir(str(tmp_path)).write(config, _label_map(SOURCE_CLASSES))
   prefix = deeper.checkpoint().save(str(tmp_path / "checkpoints" / "ckpt"))  # .../ckpt-1
   caplog.clear()
   with caplog.at_level("INFO", logger="absl"):
@@ -207,10 +208,10 @@ def test_resuming_a_fine_tuned_run_ignores_init_from(fine_tuned, fresh, caplog):
 
 
 def test_init_from_does_not_change_what_a_runs_weights_mean(tmp_path, caplog):
-  run_dir.init(str(tmp_path), _config(TARGET_CLASSES, "runs/coco"), _label_map(TARGET_CLASSES))
+  run_dir.RunDir(str(tmp_path)).write(_config(TARGET_CLASSES, "runs/coco"), _label_map(TARGET_CLASSES))
   with caplog.at_level("INFO", logger="absl"):
-    run_dir.check_config(_config(TARGET_CLASSES), str(tmp_path), _label_map(TARGET_CLASSES))
-  assert "(allowed): model.init_from: 'runs/coco' -> ''\n" in caplog.text
+    run_dir.RunDir(tmp_path).check_config(_config(TARGET_CLASSES), _label_map(TARGET_CLASSES))
+  assert f"(allowed): model.init_from: '{os.path.abspath('runs/coco')}' -> ''\n" in caplog.text
 
 
 def test_bad_sources_are_one_line_naming_the_path(tmp_path):
@@ -220,7 +221,7 @@ def test_bad_sources_are_one_line_naming_the_path(tmp_path):
                                               r"checkpoint prefix \(give <run> or <run>/checkpoints/ckpt-N\)$"):
     init_from.apply(ssd, str(missing))
   untrained = tmp_path / "untrained"
-  run_dir.init(str(untrained), _config(TARGET_CLASSES), _label_map(TARGET_CLASSES))
+  run_dir.RunDir(str(untrained)).write(_config(TARGET_CLASSES), _label_map(TARGET_CLASSES))
   with pytest.raises(FileNotFoundError, match=f"^model.init_from={untrained}: a run directory without "
                                               f"checkpoints \\(none in {untrained}/checkpoints or best/\\)$"):
     init_from.apply(ssd, str(untrained))

@@ -1,7 +1,5 @@
 """A published detector checkpoint -> an ssd_tf SSD: torchvision's SSD300-VGG16 or NVIDIA's SSD300-ResNet50."""
 
-import os
-
 import tensorflow as tf
 
 from ssd_tf import run_dir
@@ -49,6 +47,7 @@ def load_detector(config, tensors, source="state dict"):
 def write_run(workdir, config, ssd, label_map):
   """Writes a run directory of a converted SSD: config.json, label_map.json, checkpoints/ckpt-0;
   returns the checkpoint path (training from it starts at step 0, as from init_from)."""
-  run_dir.init(workdir, config, label_map)
-  return tf.train.CheckpointManager(ssd.checkpoint(), os.path.join(workdir, "checkpoints"),
+  run = run_dir.RunDir(workdir)
+  run.write(config, label_map)
+  return tf.train.CheckpointManager(ssd.checkpoint(), run.checkpoints,
                                     max_to_keep=1).save(checkpoint_number=0)
