@@ -1,9 +1,8 @@
 r"""Exports a trained ssd_tf checkpoint as a SavedModel for TF Serving, or as a TFLite model.
 
-  python export_savedmodel.py --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
+  python export_savedmodel.py --workdir=runs/r50 \
       [--checkpoint=runs/r50/best/ckpt-40000] [--export_dir=runs/r50/export/saved_model]
-  python export_savedmodel.py --config=configs/ssd300_resnet50_coco.py --workdir=runs/r50 \
-      --format=tflite --quantize=none|float16|int8 [--calibration_images=300] \
+  python export_savedmodel.py --workdir=runs/r50 --format=tflite --quantize=none|float16|int8 [--calibration_images=300] \
       [--export_dir=runs/r50/export/tflite_<float32|float16|int8>]
 
 SavedModel signatures: serving_default (tf.string [B] encoded JPEG/PNG bytes) and
@@ -11,15 +10,17 @@ serving_images (uint8 [B, H, W, 3]); outputs detection_boxes, detection_scores,
 detection_classes (dataset category ids), num_detections. See README "Serving".
 TFLite: <export_dir>/model.tflite (uint8 [1, S, S, 3] in; boxes, class indices 0..C-1,
 scores, count out), label_map.json and labels.txt beside it. See README "Edge".
+The config is the run's config.json unless --config names the file (fields that change what
+the weights mean must agree with config.json); --config.<field>=<value> overrides either.
 """
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from ssd_tf import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The config the model was trained with.")
+_CONFIG = flags.DEFINE_string("config", None, "The config the model was trained with (default: the run's "
+                              "config.json); override fields with --config.<field>=<value>.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (checkpoints, label_map.json).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: newest in --workdir).")
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None,
@@ -38,15 +39,13 @@ def main(argv):
   with cli.user_errors(_TRACEBACK.value):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    if _CONFIG.value is None:
-      raise ValueError("--config is required: the config the model was trained with")
     if not _WORKDIR.value:
       raise ValueError("--workdir is required: the training run directory")
     if _FORMAT.value == "saved_model" and _QUANTIZE.value != "none":
       raise ValueError(f"--quantize={_QUANTIZE.value} applies to --format=tflite only")
     if _CALIBRATION_IMAGES.value < 1:
       raise ValueError(f"--calibration_images={_CALIBRATION_IMAGES.value}: give at least 1")
-    config = cli.load_config(_CONFIG)
+    config = cli.load_config(_CONFIG.value, workdir=_WORKDIR.value, needed_by="export_savedmodel.py")
     from ssd_tf import runner  # pylint: disable=g-import-not-at-top
     if _FORMAT.value == "tflite":
       runner.export_tflite_run(config, _WORKDIR.value, _QUANTIZE.value, _CHECKPOINT.value, _EXPORT_DIR.value,

@@ -12,7 +12,6 @@ import os
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from ssd_tf import cli
 
@@ -20,9 +19,14 @@ MODES = ("quickstart", "synthetic", "prepare", "train", "eval", "train_and_eval"
          "data_service")
 QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", QUICKSTART_CONFIG,
-    "Experiment config file (configs/*.py); override fields with --config.a.b=value.")
+# Modes that read or write a run directory: without --config they take its config.json.
+RUN_MODES = ("train", "train_and_eval", "eval", "predict")
+
+_CONFIG = flags.DEFINE_string(
+    "config", None,
+    "Experiment config file (configs/*.py[:argument]). Default: the run's config.json in --workdir for "
+    "train (resuming), train_and_eval, eval and predict; configs/quickstart.py for the quickstart. "
+    "Override fields with --config.<field>=<value>.")
 _MODE = flags.DEFINE_enum(
     "mode", "quickstart", MODES,
     "quickstart: synthetic data -> prepare -> train -> eval -> export -> drawings, in --workdir "
@@ -112,11 +116,20 @@ def run(mode, config):
   raise ValueError(f"unknown --mode={mode}")
 
 
+def mode_config(mode):
+  """The mode's config: --config's file, else the run's config.json (RUN_MODES), else the quickstart's
+  (quickstart mode); None for the modes that need none."""
+  if mode == "data_service" or (mode == "predict" and _SAVED_MODEL.value and not _CONFIG.value):
+    return None
+  return cli.load_config(_CONFIG.value, workdir=_WORKDIR.value if mode in RUN_MODES else None,
+                         default=QUICKSTART_CONFIG if mode == "quickstart" else None, needed_by=f"--mode={mode}")
+
+
 def main(argv):
   with cli.user_errors(_TRACEBACK.value):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    run(_MODE.value, cli.load_config(_CONFIG))
+    run(_MODE.value, mode_config(_MODE.value))
 
 
 if __name__ == "__main__":

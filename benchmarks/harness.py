@@ -10,7 +10,6 @@ import statistics
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -30,8 +29,7 @@ def define_model_flags(batch_size_help, coco_dir_help, config_note="", checkpoin
   config_help = " ".join(filter(None, ("Config file (configs/*.py); override fields with --config.a.b=value.",
                                        config_note)))
   return ModelFlags(
-      config=config_flags.DEFINE_config_file(
-          "config", str(REPO / "configs" / "ssd300_resnet18_coco.py"), config_help),
+      config=flags.DEFINE_string("config", str(REPO / "configs" / "ssd300_resnet18_coco.py"), config_help),
       checkpoint=flags.DEFINE_string("checkpoint", None, checkpoint_help) if checkpoint_help else None,
       batch_size=flags.DEFINE_integer("batch_size", 8, batch_size_help),
       precision=flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS, "Keras dtype policy."),
@@ -68,7 +66,7 @@ def config_from_flags(model, argv, jit_compile=False):
   from ssd_tf import cli  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-  return benchmark_config(cli.load_config(model.config), model.batch_size.value, model.precision.value,
+  return benchmark_config(cli.load_config(model.config.value), model.batch_size.value, model.precision.value,
                           jit_compile)
 
 

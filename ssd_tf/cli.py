@@ -1,16 +1,21 @@
-"""Error reporting of the command-line programs (main.py, export_savedmodel.py); no TensorFlow.
+"""What the command-line programs (main.py, export_savedmodel.py) share: flags with --config.<field>
+overrides, the config a command runs with, and error reporting; no TensorFlow.
 
 A user error ends the program with one line on stderr, ``error: <message>``, and exit
 code 1 (--traceback shows the Python traceback instead).
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 
 from absl import flags
+import ml_collections
 
 from ssd_tf import defaults
+from ssd_tf import overrides
+from ssd_tf import run_dir
 
 
 def one_line(error):
@@ -35,50 +40,57 @@ def exit_with_error(message):
   sys.exit(1)
 
 
-def config_path(argv):
-  """The config file argv names with --config (None if it names none), without a ':argument'."""
-  path = None
-  for arg, value in zip(argv, argv[1:] + [""]):
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-    elif arg == "--config":
-      path = value
-  return path.split(":", 1)[0] if path is not None else None
+_OVERRIDES = []  # the --config.<field>=<value> pairs parse_flags took out of argv
 
 
 def parse_flags(argv):
-  """absl's flag parsing (app.run's flags_parser), every failure reported on one line.
-
-  Parsing --config runs the config file and applies the --config.<field> overrides, so
-  a missing file, an error in the file or an override of a field the config lacks raise
-  plain Python exceptions there, which absl would show as a traceback.
-  """
+  """absl's flag parsing (app.run's flags_parser) after taking out the --config.<field>=<value>
+  overrides (applied by load_config); every failure is reported on one line."""
   try:
+    argv, _OVERRIDES[:] = overrides.split(argv)
     return flags.FLAGS(argv)
-  except Exception as error:  # pylint: disable=broad-except  (anything a config file raises)
+  except (flags.Error, ValueError) as error:
     if "--traceback" in argv:
       raise
-    if isinstance(error, flags.Error):
-      exit_with_error(f"{one_line(error)} (see --helpfull)")
-    path = config_path(argv)
-    if path and not os.path.isfile(path):
-      exit_with_error(f"config file not found: {path}")
-    exit_with_error(f"loading --config={path or ''} with its overrides: {type(error).__name__}: "
-                    f"{one_line(error)}")
+    exit_with_error(f"{one_line(error)}" + (" (see --helpfull)" if isinstance(error, flags.Error) else ""))
 
 
-def load_config(config_flag):
-  """The ConfigDict of a DEFINE_config_file flag holder, renamed fields upgraded (defaults.upgrade).
+def load_config(path=None, workdir=None, default=None, needed_by=""):
+  """The config of a command, with the --config.<field> overrides on top (ssd_tf.overrides).
 
-  A missing file -> FileNotFoundError.
+  From ``path`` (a configs/*.py file, optionally ``file.py:argument`` for get_config), else the
+  run's config.json in ``workdir``, else the file ``default``; renamed fields upgraded
+  (defaults.upgrade) and ranges checked. Neither: ValueError saying that ``needed_by`` needs one.
   """
-  config = config_flag.value
+  if path:
+    config, source = _config_file(path), path.split(":", 1)[0]
+  elif workdir and run_dir.RunDir(workdir).has_config():
+    run = run_dir.RunDir(workdir)
+    config, source = run.load_config(), run.config_json
+  elif default:
+    config, source = _config_file(default), default
+  else:
+    where = f" or --workdir={workdir} holding a run's config.json" if workdir else ""
+    raise ValueError(f"{needed_by} needs --config=<file> (configs/*.py){where}")
+  config = defaults.upgrade(config, source=source)
+  return defaults.check_ranges(overrides.apply(config, _OVERRIDES), source=source)
+
+
+def _config_file(path):
+  """get_config() of a config file (``file.py:argument`` passes the argument); one-line errors."""
+  file, _, argument = path.partition(":")
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"config file not found: {file}")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(file))[0], file)
+  module = importlib.util.module_from_spec(spec)
   try:
-    config.get("name")
-  except OSError:  # ml_collections reports a missing config file at the first access
-    raise FileNotFoundError(f"config file not found: {config_path(sys.argv)}") from None
-  source = config_path(sys.argv) or "--config"
-  return defaults.check_ranges(defaults.upgrade(config, source=source), source=source)
+    spec.loader.exec_module(module)
+    config = module.get_config(argument) if argument else module.get_config()
+  except Exception as error:  # pylint: disable=broad-except  (anything a config file raises)
+    raise ValueError(f"loading --config={path}: {type(error).__name__}: {one_line(error)}") from error
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"--config={path}: get_config() returned a {type(config).__name__}, not a ConfigDict")
+  return config
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ import shutil
 
 from absl import logging
 import ml_collections
-import tensorflow as tf
 
 from ssd_tf import defaults
 from ssd_tf import files
@@ -151,14 +150,14 @@ class RunDir:
 
   def latest_checkpoint(self):
     """The newest checkpoint in checkpoints/ (None before the first)."""
-    return tf.train.latest_checkpoint(self.checkpoints)
+    return _tf().train.latest_checkpoint(self.checkpoints)
 
   def checkpoint(self):
     """The checkpoint the run means: the best-AP one when one was kept, else the newest.
 
     FileNotFoundError naming the run when it has none.
     """
-    path = tf.train.latest_checkpoint(self.best) or self.latest_checkpoint()
+    path = _tf().train.latest_checkpoint(self.best) or self.latest_checkpoint()
     if not path:
       raise FileNotFoundError(f"no checkpoint in {self.checkpoints} or {self.best}: train first "
                               "(--mode=train) or point --workdir at a training run")
@@ -182,6 +181,13 @@ class RunDir:
             path = os.path.join(self.path, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)  # pylint: disable=expression-not-assigned
       raise
+
+
+def _tf():
+  """TensorFlow, imported at the first checkpoint look-up: the command line reads a run's config
+  before it imports TensorFlow, so that a mistake costs no TensorFlow start."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
 
 
 def checkpoint_step(path):

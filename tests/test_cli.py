@@ -178,12 +178,13 @@ def test_tensorboard_has_losses_rate_speed_ap_and_drawings(trained):
 
 
 def test_eval_mode_reproduces_the_final_evaluation(trained):
+  """With the run's own config.json (no --config) and its newest checkpoint named."""
   workdir = trained["workdir"]
-  result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]),
-                   f"--workdir={workdir}")
+  result = run_cli("main.py", "--mode=eval", f"--workdir={workdir}",
+                   f"--checkpoint={workdir / 'checkpoints' / 'ckpt-6'}")
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((workdir / "metrics.json").read_text())
-  assert metrics["step"] == 6  # the newest checkpoint
+  assert metrics["step"] == 6
   _check_report(result.stdout, metrics)
   for name in evaluate.STAT_NAMES:
     assert metrics[name] == pytest.approx(trained["metrics"][name], abs=1e-4), name
@@ -194,6 +195,15 @@ def test_eval_mode_reproduces_the_final_evaluation(trained):
     assert (got["image_id"], got["category_id"]) == (want["image_id"], want["category_id"])
     np.testing.assert_allclose(got["bbox"], want["bbox"], atol=1e-2)
     assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+
+
+def test_eval_without_a_checkpoint_scores_the_one_the_run_means(trained):
+  """The best-AP checkpoint (best/), as predict, export, ssd_tf.load and init_from take it."""
+  workdir = trained["workdir"]
+  best_step = int((workdir / "best" / "best_ap.txt").read_text().split()[1])
+  result = run_cli("main.py", "--mode=eval", f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((workdir / "metrics.json").read_text())["step"] == best_step
 
 
 def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, tmp_path):
@@ -209,7 +219,8 @@ def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, t
     result = run_cli("main.py", "--mode=train", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}",
                      "--config.train.steps=8")
     _assert_one_error_line(result, f"{workdir} is in use by another training (pid {holder.pid} on ")
-    result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}")
+    result = run_cli("main.py", "--mode=eval", *cli_helpers.config_flags(trained["data"]), f"--workdir={workdir}",
+                     f"--checkpoint={workdir / 'checkpoints' / 'ckpt-6'}")
     assert result.returncode == 0, result.stderr[-3000:]
   finally:
     holder.kill()
