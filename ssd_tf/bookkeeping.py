@@ -48,7 +48,7 @@ class Bookkeeper:
     self.best = tf.train.CheckpointManager(checkpoint, own.best, max_to_keep=1)
     self._best_ap_path = own.best_ap
     self.best_ap = _read_best_ap(own.best_ap)
-    self.writer = tf.summary.create_file_writer(run.train) if self.is_chief else tf.summary.create_noop_writer()
+    self._writer = None  # made at the first summary written: a run that fails before adds no event file
     self._on_first_save = on_first_save if self.is_chief else None
     self._pending = []  # (step, function writing that step's summaries)
     self._saved_step = 0  # the step of the newest checkpoint
@@ -105,10 +105,15 @@ class Bookkeeper:
   def _write_summaries(self):
     ready = [(step, write) for step, write in self._pending if step <= self._saved_step]
     self._pending = self._pending[len(ready):]
+    if not ready:
+      return
+    if self._writer is None:
+      self._writer = (tf.summary.create_file_writer(self.run.train) if self.is_chief
+                      else tf.summary.create_noop_writer())
     for step, write in ready:
-      with self.writer.as_default(step=step):
+      with self._writer.as_default(step=step):
         write()
-    self.writer.flush()
+    self._writer.flush()
 
   def close(self):
     """Removes this worker's scratch dir, and workdir/tmp once no worker uses it."""

@@ -25,9 +25,9 @@ _LOG_LINE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All lo
 _CACHE = {}
 
 
-def run_cli(script, *args, timeout=TIMEOUT):
-  """Runs `python <script> args` in the repository; returns the CompletedProcess (text output)."""
-  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
+def run_cli(script, *args, timeout=TIMEOUT, cwd=REPO):
+  """Runs `python <script> args` in ``cwd`` (the repository); returns the CompletedProcess (text output)."""
+  return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
                         capture_output=True, text=True, timeout=timeout)
 
 
