@@ -12,6 +12,9 @@ from absl import flags
 
 from ssd_tf import defaults
 
+# Packages one feature alone needs (ImportError.name): their ImportError says how to install them.
+OPTIONAL_DEPENDENCIES = ("torch",)
+
 
 def one_line(error):
   """An exception's message on one line.
@@ -83,10 +86,11 @@ def load_config(config_flag):
 
 @contextlib.contextmanager
 def user_errors(show_traceback=False):
-  """Ends the program on a user error (bad path, value, key; a diverged loss) with one line."""
+  """Ends the program on a user error (bad path, value, key; a diverged loss; a missing optional
+  dependency) with one line."""
   try:
     yield
-  except (OSError, ValueError, KeyError, FloatingPointError) as error:
-    if show_traceback:
+  except (OSError, ValueError, KeyError, FloatingPointError, ImportError) as error:
+    if show_traceback or (isinstance(error, ImportError) and error.name not in OPTIONAL_DEPENDENCIES):
       raise
     exit_with_error(one_line(error))

@@ -5,6 +5,7 @@ session fixtures of several test files share them.
 """
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -25,10 +26,11 @@ _LOG_LINE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All lo
 _CACHE = {}
 
 
-def run_cli(script, *args, timeout=TIMEOUT):
-  """Runs `python <script> args` in the repository; returns the CompletedProcess (text output)."""
+def run_cli(script, *args, timeout=TIMEOUT, env=None):
+  """Runs `python <script> args` in the repository, ``env`` added to the environment; returns the
+  CompletedProcess (text output)."""
   return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout)
+                        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def message_lines(stderr):

@@ -74,6 +74,22 @@ def test_prepare_without_coco_dir_is_one_line():
                          "config.data.coco_dir")
 
 
+def test_a_missing_optional_dependency_is_one_line_naming_the_pip_command(tmp_path):
+  """--mode=convert where torch cannot be imported, installed or not (a torch package first on
+  PYTHONPATH raises ImportError): one line saying how to install it, nothing written."""
+  blocker = tmp_path / "path" / "torch"
+  blocker.mkdir(parents=True)
+  (blocker / "__init__.py").write_text('raise ImportError("torch cannot be imported in this test")\n')
+  source = tmp_path / "ssd300_vgg16_coco.pth"
+  source.write_bytes(b"not read")
+  workdir = tmp_path / "run"
+  result = run_cli("main.py", "--mode=convert", "--config=configs/ssd300_vgg16_torchvision.py", f"--source={source}",
+                   f"--workdir={workdir}", env=dict(PYTHONPATH=str(tmp_path / "path")))
+  _assert_one_error_line(result, f"reading {source} (a PyTorch .pth file) needs torch",
+                         "`pip install torch --index-url https://download.pytorch.org/whl/cpu`")
+  assert not workdir.exists()
+
+
 def test_quickstart_never_writes_into_a_given_coco_dir(tmp_path):
   """A coco_dir set in the config is the user's data: without its annotations, stop, write nothing."""
   coco_dir = tmp_path / "my_coco"
