@@ -27,10 +27,11 @@ _CACHE = {}
 
 
 def run_cli(script, *args, timeout=TIMEOUT, env=None):
-  """Runs `python <script> args` in the repository, ``env`` added to the environment; returns the
-  CompletedProcess (text output)."""
+  """Runs `python <script> args` in the repository, ``env`` changing the environment (None: unset);
+  returns the CompletedProcess (text output)."""
+  environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
   return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                        capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 def message_lines(stderr):

@@ -212,6 +212,31 @@ def test_eval_mode_reproduces_the_final_evaluation(trained):
     assert got["score"] == pytest.approx(want["score"], abs=1e-5)
 
 
+_TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)", re.M)
+
+
+@pytest.mark.parametrize("script", ["main.py", "export_savedmodel.py"])
+@pytest.mark.parametrize("case, flags, level", [("quiet", [], None), ("verbose", ["--verbose"], None),
+                                                ("user_set_level", [], "0")],
+                         ids=["quiet", "verbose", "user_set_level"])
+def test_tensorflow_logs_only_with_verbose_or_a_level_the_user_set(trained, tmp_path, script, case, flags, level):
+  """Raw stderr (not message_lines): by default only the program's own lines, none of TensorFlow's C++
+  log lines (cuInit, Grappler, startup notices) nor its Python records; with --verbose, or with
+  TF_CPP_MIN_LOG_LEVEL set by the user, TensorFlow's lines are there."""
+  args = [*cli_helpers.config_flags(trained["data"]), f"--workdir={trained['workdir']}", *flags]
+  if script == "main.py":
+    args = ["--mode=eval", *args]
+  else:
+    args.append(f"--export_dir={tmp_path / 'saved_model'}")
+  result = run_cli(script, *args, env=dict(TF_CPP_MIN_LOG_LEVEL=level))  # None: unset, as in a user's shell
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert bool(_TF_LOG_LINE.search(result.stderr)) == (case != "quiet"), result.stderr[-3000:]
+  if case == "quiet":  # eval's progress line alone; the export prints to stdout only
+    expected = ["eval: "] if script == "main.py" else []
+    assert [line[:6] for line in result.stderr.splitlines()] == expected, result.stderr
+  assert TABLE_HEADER in result.stdout if script == "main.py" else "SavedModel written to" in result.stdout
+
+
 def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, tmp_path):
   """While another process trains in a run directory (holds its lock), train stops with one line
   naming it and eval writes to eval/step-<N>/, leaving the training's metrics and detections alone."""
