@@ -33,6 +33,7 @@ _QUANTIZE = flags.DEFINE_enum("quantize", "none", ("none", "float16", "int8"),
 _CALIBRATION_IMAGES = flags.DEFINE_integer("calibration_images", 300,
                                            "tflite int8: how many training images calibrate it.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
 
 
 def main(argv):
@@ -46,6 +47,7 @@ def main(argv):
     if _CALIBRATION_IMAGES.value < 1:
       raise ValueError(f"--calibration_images={_CALIBRATION_IMAGES.value}: give at least 1")
     config = cli.load_config(_CONFIG.value, workdir=_WORKDIR.value, needed_by="export_savedmodel.py")
+    cli.import_tensorflow(_VERBOSE.value)
     from ssd_tf import runner  # pylint: disable=g-import-not-at-top
     if _FORMAT.value == "tflite":
       runner.export_tflite_run(config, _WORKDIR.value, _QUANTIZE.value, _CHECKPOINT.value, _EXPORT_DIR.value,

@@ -74,6 +74,7 @@ _SERVICE_WORKER_ADDRESS = flags.DEFINE_string(
     "data_service_worker_address", None,
     "data_service worker: the host name trainers reach this worker at (default: this host's name).")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, cli.VERBOSE_HELP)
 
 
 def _require_workdir():
@@ -90,6 +91,7 @@ def run(mode, config):
     raise ValueError("--mode=convert needs --source (a .pth checkpoint)")
   if _TFLITE.value and mode != "eval":
     raise ValueError(f"--tflite applies to --mode=eval, not --mode={mode}")
+  cli.import_tensorflow(_VERBOSE.value)
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
   if mode == "quickstart":
     return runner.quickstart(config, _WORKDIR.value or os.path.join("runs", "quickstart"))

@@ -5,6 +5,7 @@ session fixtures of several test files share them.
 """
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -25,10 +26,12 @@ _LOG_LINE = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]|WARNING: All lo
 _CACHE = {}
 
 
-def run_cli(script, *args, timeout=TIMEOUT, cwd=REPO):
-  """Runs `python <script> args` in ``cwd`` (the repository); returns the CompletedProcess (text output)."""
+def run_cli(script, *args, timeout=TIMEOUT, cwd=REPO, env=None):
+  """Runs `python <script> args` in ``cwd`` (the repository), ``env`` changing the environment (None:
+  unset); returns the CompletedProcess (text output)."""
+  environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
   return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
-                        capture_output=True, text=True, timeout=timeout)
+                        capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 def message_lines(stderr):

@@ -21,6 +21,7 @@ from ssd_tf import run_dir
 from ssd_tf.label_map import LabelMap
 from ssd_tf.ssd import SSD
 
+import test_images
 import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -115,16 +116,135 @@ def test_run_directory_reads_its_own_config_and_best_checkpoint(run, tmp_path):
   assert run_dir.RunDir(run["workdir"]).checkpoint().endswith(os.path.join("best", "ckpt-1"))
 
 
-def test_bad_inputs_name_the_problem(run, tmp_path):
-  detector = ssd_tf.load(run["saved_model"])
-  with pytest.raises(ValueError, match="^not a JPEG, PNG, GIF or BMP image$"):
-    detector.detect(b"not an image")
-  with pytest.raises(ValueError, match=r"image 1 of the list: .*uint8 \[H, W, 3\]"):
-    detector.detect([_image(0, 10, 10), np.zeros((10, 10), np.uint8)])
-  with pytest.raises(FileNotFoundError):
-    detector.detect(str(tmp_path / "missing.jpg"))
-  with pytest.raises(FileNotFoundError, match="no such run directory or SavedModel"):
-    ssd_tf.load(tmp_path / "nothing")
+def _jpeg(array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, "JPEG", quality=90)
+  return buffer.getvalue()
+
+
+def _file(tmp_path, name, content):
+  path = tmp_path / name
+  path.write_bytes(content)
+  return path
+
+
+def _assert_one_line(excinfo, error_class, fragment):
+  """An error of exactly ``error_class`` on one line naming the input, with no TensorFlow internals."""
+  message = str(excinfo.value)
+  assert type(excinfo.value) is error_class, (type(excinfo.value), message)
+  assert "\n" not in message and fragment in message, message
+  for internal in ("node", "Graph execution", "{{", "Traceback"):
+    assert internal not in message, message
+
+
+_GOOD = _image(6, 40, 50)
+_TRUNCATED_JPEG = _jpeg(_GOOD)[:len(_jpeg(_GOOD)) // 2]
+_TRUNCATED_PNG = _png(_GOOD)[:len(_png(_GOOD)) // 2]
+BAD_IMAGES = {  # id: (tmp_path -> the input, the exception class, what the message names)
+    "missing_file": (lambda t: str(t / "missing.jpg"), FileNotFoundError, "missing.jpg: No such file or directory"),
+    "empty_file": (lambda t: _file(t, "empty.jpg", b""), ValueError, "empty.jpg: empty (0 bytes), not an image"),
+    "empty_bytes": (lambda t: b"", ValueError, "empty (0 bytes), not an image"),
+    "truncated_jpeg": (lambda t: _TRUNCATED_JPEG, ValueError, "truncated or corrupt image (jpeg::Uncompress failed"),
+    "truncated_jpeg_file": (lambda t: _file(t, "cut.jpg", _TRUNCATED_JPEG), ValueError,
+                            "cut.jpg: truncated or corrupt image"),
+    "truncated_jpeg_header": (lambda t: _TRUNCATED_JPEG[:60], ValueError,
+                              "truncated or corrupt image (Invalid JPEG data"),
+    "truncated_png": (lambda t: _TRUNCATED_PNG, ValueError, "truncated or corrupt image (Invalid PNG data"),
+    "truncated_png_file": (lambda t: _file(t, "cut.png", _TRUNCATED_PNG), ValueError,
+                           "cut.png: truncated or corrupt image"),
+    "not_an_image": (lambda t: b"GIMP brushes and notes", ValueError, "not a JPEG, PNG, GIF or BMP image"),
+    "oversized": (lambda t: test_images.png_header(16000, 16000), ValueError,
+                  "the image declares 16000 x 16000 pixels, over the limit"),
+    "directory": (lambda t: t, IsADirectoryError, ": Is a directory"),
+    "empty_array": (lambda t: np.zeros((0, 0, 3), np.uint8), ValueError, "with pixels, got uint8 [0, 0, 3]"),
+    "zero_rows": (lambda t: np.zeros((0, 7, 3), np.uint8), ValueError, "got uint8 [0, 7, 3]"),
+    "float": (lambda t: _GOOD.astype(np.float32), ValueError, "uint8 [H, W, 3] RGB with pixels, got float32 [40, 50, 3]"),
+    "uint16": (lambda t: _GOOD.astype(np.uint16), ValueError, "got uint16 [40, 50, 3]"),
+    "grey": (lambda t: _GOOD[..., 0], ValueError, "got uint8 [40, 50]"),
+    "rgba": (lambda t: np.zeros((40, 50, 4), np.uint8), ValueError, "got uint8 [40, 50, 4]"),
+    "batch_array": (lambda t: _GOOD[None], ValueError, "got uint8 [1, 40, 50, 3]"),
+    "int": (lambda t: 7, ValueError, "an image is a file path, encoded bytes or a uint8 [H, W, 3] RGB array, got int"),
+    "none": (lambda t: None, ValueError, "got NoneType"),
+}
+
+
+@pytest.fixture(scope="module")
+def detectors(run):
+  return {"run_dir": ssd_tf.load(run["workdir"]), "saved_model": ssd_tf.load(run["saved_model"])}
+
+
+@pytest.mark.parametrize("source", ["run_dir", "saved_model"])
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_a_bad_image_is_one_line_naming_it(detectors, source, case, tmp_path):
+  make, error_class, fragment = BAD_IMAGES[case]
+  with pytest.raises(error_class) as excinfo:
+    detectors[source].detect(make(tmp_path))
+  _assert_one_line(excinfo, error_class, fragment)
+
+
+@pytest.mark.parametrize("source", ["run_dir", "saved_model"])
+@pytest.mark.parametrize("case, fragment", [
+    ("missing_file", "image 3 of the list ({bad}): No such file or directory"),
+    ("truncated_jpeg", "image 3 of the list: truncated or corrupt image (jpeg::Uncompress failed"),
+    ("truncated_png_file", "image 3 of the list ({bad}): truncated or corrupt image (Invalid PNG data"),
+    ("oversized", "image 3 of the list declares 16000 x 16000 pixels, over the limit"),
+    ("grey", "image 3 of the list: an image array must be uint8 [H, W, 3] RGB with pixels, got uint8 [40, 50]"),
+    ("none", "image 3 of the list: an image is a file path, encoded bytes or a uint8 [H, W, 3] RGB array"),
+])
+def test_a_bad_image_in_a_list_is_named_by_its_index(detectors, source, case, fragment, tmp_path):
+  """Good images before and after it: the index is the bad one's, also when TensorFlow refuses the
+  batch (a truncated file or an oversized image passes the checks before it)."""
+  make, error_class, _ = BAD_IMAGES[case]
+  bad = make(tmp_path)
+  with pytest.raises(error_class) as excinfo:
+    detectors[source].detect([_png(_GOOD), _GOOD, _jpeg(_GOOD), bad, _GOOD])
+  _assert_one_line(excinfo, error_class, fragment.format(bad=bad))
+
+
+def _run_copy(run, tmp_path):
+  return pathlib.Path(shutil.copytree(run["workdir"], tmp_path / "run", ignore=shutil.ignore_patterns("export")))
+
+
+def _truncated_saved_model(run, tmp_path):
+  folder = pathlib.Path(shutil.copytree(run["saved_model"], tmp_path / "saved_model"))
+  graph = (folder / "saved_model.pb").read_bytes()
+  (folder / "saved_model.pb").write_bytes(graph[:len(graph) // 2])
+  return folder
+
+
+def _corrupt_config(run, tmp_path):
+  workdir = _run_copy(run, tmp_path)
+  (workdir / "config.json").write_text('{"model": {"backbone": ')
+  return workdir
+
+
+def _without_checkpoints(run, tmp_path):
+  workdir = _run_copy(run, tmp_path)
+  shutil.rmtree(workdir / "best")
+  return workdir
+
+
+BAD_LOADS = {  # id: ((run, tmp_path) -> the path, the exception class, what the message says)
+    "missing": (lambda r, t: t / "nothing", FileNotFoundError, "nothing: no such run directory or SavedModel"),
+    "empty_directory": (lambda r, t: t, FileNotFoundError,
+                        "is neither a run directory (no config.json) nor a SavedModel (no saved_model.pb)"),
+    "a_file": (lambda r, t: _file(t, "model.h5", b"\x89HDF"), NotADirectoryError,
+               "model.h5 is a file: give a run directory or an exported SavedModel directory"),
+    "truncated_saved_model": (_truncated_saved_model, ValueError,
+                              "saved_model: not a loadable SavedModel, truncated or incomplete"),
+    "corrupt_config": (_corrupt_config, ValueError, "config.json: not a valid config.json"),
+    "no_checkpoints": (_without_checkpoints, FileNotFoundError, "no checkpoint in "),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LOADS))
+def test_load_of_a_bad_path_is_one_line_naming_it(run, case, tmp_path):
+  make, error_class, fragment = BAD_LOADS[case]
+  path = make(run, tmp_path)
+  with pytest.raises(error_class) as excinfo:
+    ssd_tf.load(path)
+  _assert_one_line(excinfo, error_class, fragment)
+  assert str(path) in str(excinfo.value)
 
 
 def test_old_field_names_in_a_saved_config_still_load(run, tmp_path, caplog):

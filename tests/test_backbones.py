@@ -244,6 +244,25 @@ def _offline_get_file(monkeypatch, folder):
   return calls
 
 
+@pytest.mark.parametrize("name, module, url", [
+    ("resnet50", resnet, "http://127.0.0.1:9/"),
+    ("vgg16", vgg, f"http://127.0.0.1:9/{vgg.IMAGENET_FILE}"),
+], ids=["resnet50", "vgg16"])
+def test_imagenet_weights_offline_is_one_line_saying_where_to_put_the_file(name, module, url, tmp_path, monkeypatch):
+  """The real download code against an empty Keras cache and an address that refuses at once (the
+  discard port of this machine), as a machine without network access sees it."""
+  monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path))  # what KERAS_HOME sets
+  monkeypatch.setattr(module, "IMAGENET_URL", url)
+  file_name = resnet.IMAGENET_FILES[50][0] if name == "resnet50" else vgg.IMAGENET_FILE
+  with pytest.raises(OSError) as excinfo:
+    build_backbone(name, "imagenet")
+  message = _one_line_error(excinfo)
+  for fragment in ("model.backbone_weights='imagenet'", f"downloads http://127.0.0.1:9/{file_name}, which failed",
+                   f"copy it to {tmp_path / 'models' / file_name}"):
+    assert fragment in message, message
+  assert list((tmp_path / "models").iterdir()) == []  # no partial download left
+
+
 def _save_like_keras_applications(model, path):
   """Writes ``model``'s weights as keras.applications' downloads hold them: a legacy Keras HDF5 file."""
   with h5py.File(path, "w") as f:

@@ -74,6 +74,22 @@ def test_prepare_without_coco_dir_is_one_line():
                          "config.data.coco_dir")
 
 
+def test_a_missing_optional_dependency_is_one_line_naming_the_pip_command(tmp_path):
+  """--mode=convert where torch cannot be imported, installed or not (a torch package first on
+  PYTHONPATH raises ImportError): one line saying how to install it, nothing written."""
+  blocker = tmp_path / "path" / "torch"
+  blocker.mkdir(parents=True)
+  (blocker / "__init__.py").write_text('raise ImportError("torch cannot be imported in this test")\n')
+  source = tmp_path / "ssd300_vgg16_coco.pth"
+  source.write_bytes(b"not read")
+  workdir = tmp_path / "run"
+  result = run_cli("main.py", "--mode=convert", "--config=configs/ssd300_vgg16_torchvision.py", f"--source={source}",
+                   f"--workdir={workdir}", env=dict(PYTHONPATH=str(tmp_path / "path")))
+  _assert_one_error_line(result, f"reading {source} (a PyTorch .pth file) needs torch",
+                         "`pip install torch --index-url https://download.pytorch.org/whl/cpu`")
+  assert not workdir.exists()
+
+
 def test_quickstart_never_writes_into_a_given_coco_dir(tmp_path):
   """A coco_dir set in the config is the user's data: without its annotations, stop, write nothing."""
   coco_dir = tmp_path / "my_coco"
@@ -204,6 +220,31 @@ def test_eval_without_a_checkpoint_scores_the_one_the_run_means(trained):
   result = run_cli("main.py", "--mode=eval", f"--workdir={workdir}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((workdir / "metrics.json").read_text())["step"] == best_step
+
+
+_TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)", re.M)
+
+
+@pytest.mark.parametrize("script", ["main.py", "export_savedmodel.py"])
+@pytest.mark.parametrize("case, flags, level", [("quiet", [], None), ("verbose", ["--verbose"], None),
+                                                ("user_set_level", [], "0")],
+                         ids=["quiet", "verbose", "user_set_level"])
+def test_tensorflow_logs_only_with_verbose_or_a_level_the_user_set(trained, tmp_path, script, case, flags, level):
+  """Raw stderr (not message_lines): by default only the program's own lines, none of TensorFlow's C++
+  log lines (cuInit, Grappler, startup notices) nor its Python records; with --verbose, or with
+  TF_CPP_MIN_LOG_LEVEL set by the user, TensorFlow's lines are there."""
+  args = [*cli_helpers.config_flags(trained["data"]), f"--workdir={trained['workdir']}", *flags]
+  if script == "main.py":
+    args = ["--mode=eval", *args]
+  else:
+    args.append(f"--export_dir={tmp_path / 'saved_model'}")
+  result = run_cli(script, *args, env=dict(TF_CPP_MIN_LOG_LEVEL=level))  # None: unset, as in a user's shell
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert bool(_TF_LOG_LINE.search(result.stderr)) == (case != "quiet"), result.stderr[-3000:]
+  if case == "quiet":  # eval's progress line alone; the export prints to stdout only
+    expected = ["eval: "] if script == "main.py" else []
+    assert [line[:6] for line in result.stderr.splitlines()] == expected, result.stderr
+  assert TABLE_HEADER in result.stdout if script == "main.py" else "SavedModel written to" in result.stdout
 
 
 def test_a_run_in_use_refuses_a_second_training_and_eval_writes_aside(trained, tmp_path):

@@ -96,6 +96,7 @@ def test_read_state_dict_without_torch_says_how_to_install_it(tmp_path, monkeypa
     pth.read_state_dict(path)
   _one_line(excinfo, str(path), "pip install torch --index-url https://download.pytorch.org/whl/cpu",
             "nothing else in ssd_tf needs torch")
+  assert excinfo.value.name == "torch"  # what cli.user_errors knows an optional dependency by
 
 
 def test_state_dict_take_and_check_consumed():

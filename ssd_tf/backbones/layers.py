@@ -1,4 +1,6 @@
-"""Pieces shared by the backbones: input normalization and layer-by-layer weight copies."""
+"""Pieces shared by the backbones: input normalization, layer-by-layer weight copies, the ImageNet download."""
+
+import os
 
 import keras
 import numpy as np
@@ -82,3 +84,19 @@ def copy_layer_weights(target, source, names):
       raise ValueError(f"layer {name!r}: {source.name} has weight shapes {[np.shape(v) for v in values]}, "
                        f"{target.name} needs {expected}")
     layer.set_weights(values)
+
+
+def download_imagenet_file(name, url, md5):
+  """keras.applications' ImageNet file ``name`` from ``url``: downloaded once into the Keras cache
+  (``<KERAS_HOME or ~/.keras>/models``) and hash-checked, as keras.applications does; returns its path.
+
+  A failed download (no network access) is an OSError saying where to put the file instead.
+  """
+  try:
+    return keras.utils.get_file(name, url, cache_subdir="models", file_hash=md5)
+  except Exception as error:  # pylint: disable=broad-except  (get_file raises a bare Exception for URL errors)
+    folder = os.path.join(keras.src.backend.config.keras_home(), "models")  # where get_file looks first
+    reason = " ".join(str(error).split(" -- ")[-1].split()) or type(error).__name__  # "URL fetch failure on ... -- "
+    raise OSError(f"model.backbone_weights='imagenet' downloads {url}, which failed ({reason}); without network "
+                  f"access, fetch that file on another machine and copy it to {os.path.join(folder, name)}, "
+                  f"where it is found (hash-checked) instead of downloaded") from None

@@ -164,7 +164,7 @@ def copy_keras_applications_weights(model, source):
 
 
 def download_imagenet_weights(depth):
-  """Downloads (once, into ~/.keras/models, hash-checked) the file keras.applications.ResNet50/101
+  """Downloads (layers.download_imagenet_file) the file keras.applications.ResNet50/101
   (include_top=False) loads for weights="imagenet"; returns its path."""
   if depth not in _KERAS_APPLICATIONS:
     raise ValueError(
@@ -172,7 +172,7 @@ def download_imagenet_weights(depth):
         f"model.backbone_weights to a torchvision .pth file, a .weights.h5 file saved from "
         f"ssd_tf.backbones.build_backbone('resnet{depth}').model, or None to start from random weights")
   name, md5 = IMAGENET_FILES[depth]
-  return keras.utils.get_file(name, IMAGENET_URL + name, cache_subdir="models", file_hash=md5)
+  return layers.download_imagenet_file(name, IMAGENET_URL + name, md5)
 
 
 def load_imagenet_weights_file(model, depth, path):

@@ -104,9 +104,9 @@ def copy_keras_applications_weights(model, source):
 
 
 def download_imagenet_weights():
-  """Downloads (once, into ~/.keras/models, hash-checked) the file keras.applications.VGG16
+  """Downloads (layers.download_imagenet_file) the file keras.applications.VGG16
   (include_top=True, 528 MB) loads for weights="imagenet"; returns its path."""
-  return keras.utils.get_file(IMAGENET_FILE, IMAGENET_URL, cache_subdir="models", file_hash=IMAGENET_MD5)
+  return layers.download_imagenet_file(IMAGENET_FILE, IMAGENET_URL, IMAGENET_MD5)
 
 
 def load_imagenet_weights_file(model, path):

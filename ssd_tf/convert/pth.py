@@ -20,7 +20,7 @@ def read_state_dict(path):
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(f"reading {path} (a PyTorch .pth file) needs torch: `{TORCH_CPU_INSTALL}` (the CPU build "
-                      f"suffices; nothing else in ssd_tf needs torch)") from e
+                      f"suffices; nothing else in ssd_tf needs torch)", name="torch") from e
   try:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # pylint: disable=broad-except  (RuntimeError, UnpicklingError, EOFError, ...)
