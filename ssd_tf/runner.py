@@ -93,6 +93,8 @@ def data_service(role, port, dispatcher_address="", worker_address="", work_dir=
   (journal in ``work_dir``, if given), or a data worker on ``port`` registered with the dispatcher at
   ``dispatcher_address``, which trainers reach at ``worker_address`` (default: this host's name)."""
   if role == "dispatcher":
+    if work_dir:
+      files.check_writable(work_dir)
     server = service.dispatcher(port, work_dir)
     journal = f"journal in {work_dir}" if work_dir else "no journal: a restart loses the jobs"
     print(f"tf.data service dispatcher serving on port {port} ({journal}): train with "

@@ -133,6 +133,9 @@ class SSD:
                               "<workdir>/checkpoints/ckpt-1000 (the part before .index)")
     try:
       self.checkpoint().restore(path).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError, UnicodeDecodeError) as error:  # what TF raises for damaged files
+      raise ValueError(f"checkpoint {path} is not readable (truncated, corrupt or not a checkpoint): "
+                       f"{str(getattr(error, 'message', error)).splitlines()[0]}") from None
     except (ValueError, AssertionError) as error:
       m = self.config.model
       raise ValueError(f"checkpoint {path} does not fit this SSD ({m.backbone}, {self.image_size} px, "
