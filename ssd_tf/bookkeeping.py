@@ -1,6 +1,5 @@
 """A training run's records: checkpoints (newest and best by AP), the best AP, TensorBoard summaries.
 
-Paths are ssd_tf/run_dir.py's.
 Checkpoints hold the network, the optimizer and the number of steps run. The last
 ``keep`` are kept in ``checkpoints/``, the best by COCO AP in ``best/`` with
 ``best/best_ap.txt`` ("<AP> <step>"). TensorBoard summaries of a step are written once
@@ -9,7 +8,8 @@ flush or not), so after a crash the event files hold no step that the resumed ru
 writes again. Only the chief writes into the run directory; other workers of a
 multi-worker run must save too (the save is collective) and do so in a scratch folder,
 but every worker restores from the chief's ``checkpoints/`` (on a filesystem all workers
-share), so a restarted cluster resumes at one step whatever each scratch folder holds.
+share), so a restarted cluster resumes at one step whatever each scratch folder holds. The paths
+are ssd_tf/run_dir.py's.
 """
 
 import contextlib

@@ -89,7 +89,8 @@ def load_config(path=None, workdir=None, default=None, needed_by=""):
   elif default:
     config, source = _config_file(default), default
   else:
-    where = f" or --workdir={workdir} holding a run's config.json" if workdir else ""
+    where = (f" or --workdir={workdir} holding a run's config.json" +
+             ("" if os.path.isdir(workdir) else f" ({workdir} does not exist)")) if workdir else ""
     raise ValueError(f"{needed_by} needs --config=<file> (configs/*.py){where}")
   config = defaults.upgrade(config, source=source)
   return defaults.check_ranges(overrides.apply(config, _OVERRIDES), source=source)

@@ -97,8 +97,7 @@ def _scalar(text, kind):
     return word in _TRUE
   if kind is str:
     return text
-  value = ast.literal_eval(text.strip())
-  return value
+  return ast.literal_eval(text.strip())
 
 
 def _literal(text, strings):

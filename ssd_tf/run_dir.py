@@ -179,7 +179,10 @@ class RunDir:
         else:
           for name in set(os.listdir(self.path)) - before:
             path = os.path.join(self.path, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)  # pylint: disable=expression-not-assigned
+            if os.path.isdir(path):
+              shutil.rmtree(path)
+            else:
+              os.remove(path)
       raise
 
 

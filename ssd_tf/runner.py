@@ -152,7 +152,8 @@ def convert_run(config, source, workdir, overwrite=False):
   files.check_writable(workdir)
   lock = run_lock.acquire(workdir)  # one writer per run directory
   try:
-    for folder in (run_dir.RunDir(workdir).checkpoints, run_dir.RunDir(workdir).best):
+    run = run_dir.RunDir(workdir)
+    for folder in (run.checkpoints, run.best):
       shutil.rmtree(folder, ignore_errors=True)
     path = detectors.write_run(workdir, config, ssd, label_map)
   finally:

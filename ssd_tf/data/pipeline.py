@@ -28,6 +28,7 @@ none; another tool or a damaged copy might) is skipped, not fatal: tf.data logs 
 error and a line on stderr names the record with the count skipped so far.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -55,7 +56,12 @@ def label_map(config):
   _check_source(config.data)
   if config.data.source == "tfds":
     return tfds_source.label_map(config.data)
-  return LabelMap.load(records.label_map_path(config.data.tfrecord_dir))
+  path = records.label_map_path(config.data.tfrecord_dir)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config.data.tfrecord_dir={config.data.tfrecord_dir} holds no prepared data (no "
+                            "label_map.json): prepare it with python main.py --mode=prepare --config=... "
+                            "--config.data.coco_dir=... --config.data.tfrecord_dir=...")
+  return LabelMap.load(path)
 
 
 def _pipelines(input_context):
