@@ -74,6 +74,11 @@ def parse_flags(argv):
     exit_with_error(f"{one_line(error)}" + (" (see --helpfull)" if isinstance(error, flags.Error) else ""))
 
 
+def config_overrides():
+  """The --config.<field>=<value> arguments parse_flags took out, as typed (for a child main.py)."""
+  return [f"--config.{field}={text}" for field, text in _OVERRIDES]
+
+
 def load_config(path=None, workdir=None, default=None, needed_by=""):
   """The config of a command, with the --config.<field> overrides on top (ssd_tf.overrides).
 

@@ -86,19 +86,24 @@ def weight_decay_loss(variables, weight_decay, num_replicas=1):
 
 
 def clip_gradients(gradients, clip_norm, loss_scale=1.0):
-  """Clips the global-batch gradient to global norm clip_norm (inside strategy.run).
+  """(gradients clipped to global norm clip_norm, the global norm before clipping), inside strategy.run.
 
-  Keras' own ``global_clipnorm`` clips each replica's share before the optimizer
-  sums them, which is not the norm of the global gradient. Here the replicas'
-  gradients are summed first, clipped, and divided by the replica count again
-  (the optimizer then sums the identical copies). ``loss_scale`` is the mixed
-  precision loss scale the gradients are still multiplied by.
+  The norm is that of the global-batch gradient with the loss scale removed. Keras' own
+  ``global_clipnorm`` clips each replica's share before the optimizer sums them, which is not the
+  norm of the global gradient. Here the replicas' gradients are summed first, clipped, and divided
+  by the replica count again (the optimizer then sums the identical copies). ``loss_scale`` is the
+  mixed precision loss scale the gradients are still multiplied by. clip_norm 0: the gradients are
+  returned as they are (one replica only: the norm needs the summed gradient).
   """
   context = tf.distribute.get_replica_context()
   replicas = context.num_replicas_in_sync if context else 1
+  if clip_norm <= 0:
+    if replicas > 1:
+      raise ValueError("the global gradient norm without clipping is computed for one replica only")
+    return gradients, tf.linalg.global_norm(gradients) / loss_scale
   if replicas > 1:
     gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-  gradients, _ = tf.clip_by_global_norm(gradients, clip_norm * loss_scale)
+  gradients, norm = tf.clip_by_global_norm(gradients, clip_norm * loss_scale)
   if replicas > 1:
     gradients = [g / replicas for g in gradients]
-  return gradients
+  return gradients, norm / loss_scale

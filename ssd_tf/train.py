@@ -27,6 +27,9 @@ from ssd_tf.data import service
 from ssd_tf.ssd import SSD
 
 LOSS_KEYS = ("loss", "loc_loss", "cls_loss", "weight_decay")
+# The global norm of each step's gradient (loss scale removed, before clipping) is logged beside the
+# loss terms with one replica, or with train.grad_clip_norm set: only then is the summed gradient at hand.
+GRAD_NORM = "grad_norm"
 
 
 def use_jit_compile(train_config, num_replicas):
@@ -65,6 +68,7 @@ class Trainer:
     self.num_replicas = strategy.num_replicas_in_sync
     per_replica_batch_size(config.train.batch_size, self.num_replicas)
     self.jit_compile = use_jit_compile(config.train, self.num_replicas)
+    self.logged = LOSS_KEYS + ((GRAD_NORM,) if self.num_replicas == 1 or config.train.grad_clip_norm > 0 else ())
     # The same initial weights on every run of a config: Keras draws each initializer's seed from
     # Python's `random`. (Not keras.utils.set_random_seed: a TF global seed of 0 breaks tf.data's
     # shuffle with a tensor seed, which the training pipeline uses.)
@@ -120,20 +124,30 @@ class Trainer:
     return losses, tape.gradient(scaled, variables)
 
   def apply_gradients(self, gradients):
-    """Clips (config.train.grad_clip_norm) and applies one replica's gradients."""
-    if self.config.train.grad_clip_norm > 0:
+    """Clips (config.train.grad_clip_norm) and applies one replica's gradients.
+
+    Returns the global norm of the global-batch gradient before clipping (GRAD_NORM), or None when
+    it is not logged (several replicas and no clipping).
+    """
+    norm = None
+    if GRAD_NORM in self.logged:
       loss_scale = getattr(self.optimizer, "dynamic_scale", 1.0)
-      gradients = optim.clip_gradients(gradients, self.config.train.grad_clip_norm, loss_scale)
+      gradients, norm = optim.clip_gradients(gradients, self.config.train.grad_clip_norm, loss_scale)
     self.optimizer.apply(gradients, self.ssd.network.trainable_variables)
+    return norm
 
   def _replica_step(self, batch):
     targets = self.ssd.targets(batch["boxes"], batch["labels"], batch["is_crowd"])
     losses, gradients = self.gradients(batch, targets)
-    self.apply_gradients(gradients)
+    norm = self.apply_gradients(gradients)
+    if norm is not None:
+      # Each replica holds the same global norm; the loop sums replicas, so each adds its share.
+      losses[GRAD_NORM] = norm / self.num_replicas
     return losses
 
   def _make_train_loop(self):
-    """tf.function (distributed iterator, num_steps int32) -> (steps run, the last step's loss terms).
+    """tf.function (distributed iterator, num_steps int32) -> (steps run, the last step's loss
+    terms, their sums over the steps run): the terms of self.logged.
 
     Runs up to num_steps training steps in one call, a loop in the graph (no host round trip
     between steps), and returns after the first step whose total loss is not finite. The loss is
@@ -142,10 +156,12 @@ class Trainer:
     replica_step = self._replica_step
     if self.jit_compile:
       replica_step = tf.function(replica_step, jit_compile=True)
+    keys = self.logged
 
     @tf.function
     def train_loop(iterator, num_steps):
-      losses = {k: tf.constant(0.0) for k in LOSS_KEYS}
+      losses = {k: tf.constant(0.0) for k in keys}
+      sums = dict(losses)
       steps = tf.constant(0)
       for _ in tf.range(num_steps):
         per_replica = self.strategy.run(replica_step, args=(next(iterator),))
@@ -153,10 +169,11 @@ class Trainer:
         steps += 1
         # Each replica's terms are already normalized for the global batch: their sum is the loss.
         losses = {k: tf.cast(self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None),
-                             tf.float32) for k in LOSS_KEYS}
+                             tf.float32) for k in keys}
+        sums = {k: sums[k] + losses[k] for k in keys}
         if not tf.math.is_finite(losses["loss"]):
           break
-      return steps, losses
+      return steps, losses, sums
 
     return train_loop
 
@@ -206,13 +223,14 @@ class Trainer:
     iterator = self.dataset_iterator(start)
     eval_every = self.config.eval.every_steps if evaluate_fn else 0
     tick, tick_step = time.time(), start
-    losses = {}
+    losses, interval = {}, {}  # the last step's terms; the sums of the steps since the last log
     step = start
     while step < cfg.steps:
       first = step + 1
-      ran, losses = self.train_loop(iterator, tf.constant(self._loop_end(step, eval_every) - step))
+      ran, losses, sums = self.train_loop(iterator, tf.constant(self._loop_end(step, eval_every) - step))
       step += int(ran)
       losses = {k: float(v) for k, v in losses.items()}
+      interval = {k: interval.get(k, 0.0) + float(v) for k, v in sums.items()}
       if not math.isfinite(losses["loss"]):
         raise FloatingPointError(
             f"loss is {losses['loss']} at step {step} (loc {losses['loc_loss']}, cls "
@@ -222,8 +240,8 @@ class Trainer:
       if step % cfg.log_every == 0 or last:
         elapsed = time.time() - tick
         images_per_second = (step - tick_step) * cfg.batch_size / max(elapsed, 1e-9)
-        self._log_step(step, losses, images_per_second)
-        tick, tick_step = time.time(), step
+        self._log_step(step, {k: v / (step - tick_step) for k, v in interval.items()}, images_per_second)
+        tick, tick_step, interval = time.time(), step, {}
       if step % cfg.checkpoint_every == 0 or last:
         self.save(step)
       if (eval_every and step % eval_every == 0) or (evaluate_fn and last):
@@ -261,18 +279,22 @@ class Trainer:
                  f" x {cfg.batch_size}/{cfg.lr_reference_batch}" if cfg.scale_lr_with_batch else "",
                  cfg.mixed_precision or "float32", self.jit_compile, start, cfg.steps)
 
-  def _log_step(self, step, losses, images_per_second):
+  def _log_step(self, step, means, images_per_second):
+    """Logs and summarizes ``means``: the logged terms averaged over the steps since the last log."""
     cfg = self.config.train
     learning_rate = float(self.optimizer.learning_rate)
     eta = (cfg.steps - step) * cfg.batch_size / max(images_per_second, 1e-9)
-    logging.info("step %d/%d  loss %.4f (loc %.4f, cls %.4f)  lr %.5g  %.2f img/s  %.2f steps/s  ETA %s",
-                 step, cfg.steps, losses["loss"], losses["loc_loss"], losses["cls_loss"],
+    norm = f"  grad norm {means[GRAD_NORM]:.3g}" if GRAD_NORM in means else ""
+    logging.info("step %d/%d  loss %.4f (loc %.4f, cls %.4f)%s  lr %.5g  %.2f img/s  %.2f steps/s  ETA %s",
+                 step, cfg.steps, means["loss"], means["loc_loss"], means["cls_loss"], norm,
                  learning_rate, images_per_second, images_per_second / cfg.batch_size,
                  progress.format_duration(eta))
 
     def write():
       for key in LOSS_KEYS:
-        tf.summary.scalar(f"loss/{key}", losses[key])
+        tf.summary.scalar(f"loss/{key}", means[key])
+      if GRAD_NORM in means:
+        tf.summary.scalar("gradient_norm", means[GRAD_NORM])
       tf.summary.scalar("learning_rate", learning_rate)
       tf.summary.scalar("images_per_second", images_per_second)
 

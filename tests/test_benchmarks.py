@@ -280,3 +280,37 @@ def test_report_without_records_is_an_error(tmp_path):
   result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), str(path)],
                           capture_output=True, text=True, check=False)
   assert result.returncode == 1 and "no benchmark JSON lines found" in result.stderr
+
+
+@pytest.mark.e2e
+def test_seeds_runs_each_seed_repeatably_and_reports_the_spread(coco_tiny_dir, tmp_path):
+  """Seeds 0 and 1 of the tiny config on the COCO sample; seed 0 trained again in the same root (its run
+  moved away) logs the same losses, and seed 1's finished run is read back, not trained again."""
+  command = [sys.executable, "benchmarks/seeds.py", "--config=tests/tiny_config.py", "--seeds=0,1",
+             f"--root={tmp_path}", "--config.model.num_classes=80", f"--config.data.coco_dir={coco_tiny_dir}",
+             "--config.data.eval_split=train2017", "--config.data.max_boxes=100", "--config.train.steps=3",
+             "--config.eval.every_steps=0", "--config.eval.num_images=8"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+  def seeds():
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+  first = seeds()
+  (tmp_path / "seed-0").rename(tmp_path / "seed-0-first")
+  again = seeds()
+  assert [run["seed"] for run in first["runs"]] == [0, 1]
+  curves = [{step: point["loss"] for step, point in run["curve"].items()} for run in first["runs"]]
+  assert list(curves[0]) == ["1", "2", "3"] and curves[0] != curves[1]       # the seed changes the run
+  assert {step: point["loss"] for step, point in again["runs"][0]["curve"].items()} == curves[0]  # repeats
+  assert again["runs"][0]["seconds"] > 0 and again["runs"][1]["seconds"] is None  # seed 1 read back
+  for run in first["runs"]:
+    assert 0 <= run["AP50"] <= 1 and run["final_loss"] == run["curve"]["3"]["loss"] > 0
+    assert all(point["grad_norm"] > 0 for point in run["curve"].values())
+    assert run["curve"]["1"]["lr"] > run["curve"]["3"]["lr"] == 0  # warmup, then cosine to 0 at the end
+  ap50 = sorted(run["AP50"] for run in first["runs"])
+  assert first["spread"]["AP50"] == dict(min=ap50[0], median=round((ap50[0] + ap50[1]) / 2, 5), max=ap50[1],
+                                         std=round((ap50[1] - ap50[0]) / 2, 4), n=2)
+  assert first["config"] == "tiny" and first["machine"]["nproc"] == os.cpu_count()
+  assert not list(tmp_path.glob("synthetic"))  # a config with a coco_dir writes no synthetic data

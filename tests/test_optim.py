@@ -138,7 +138,7 @@ def test_clipping_uses_the_norm_of_the_global_gradient():
 
   @tf.function
   def applied(clip_norm, loss_scale):
-    clipped = strategy.run(lambda g: optim.clip_gradients([g * loss_scale], clip_norm, loss_scale)[0],
+    clipped = strategy.run(lambda g: optim.clip_gradients([g * loss_scale], clip_norm, loss_scale)[0][0],
                            args=(inputs,))
     return strategy.reduce(tf.distribute.ReduceOp.SUM, clipped, axis=None)
 
@@ -146,7 +146,13 @@ def test_clipping_uses_the_norm_of_the_global_gradient():
   np.testing.assert_allclose(applied(10.0, 1.0), [3.0, 4.0], rtol=1e-6)       # norm 5 < 10: unchanged
   np.testing.assert_allclose(applied(1.0, 1024.0), [0.6 * 1024, 0.8 * 1024], rtol=1e-6)  # still scaled
   # Single device: the same function clips the one gradient.
-  np.testing.assert_allclose(optim.clip_gradients([tf.constant([3.0, 4.0])], 1.0)[0], [0.6, 0.8], rtol=1e-6)
+  clipped, norm = optim.clip_gradients([tf.constant([3.0, 4.0])], 1.0)
+  np.testing.assert_allclose(clipped[0], [0.6, 0.8], rtol=1e-6)
+  assert float(norm) == pytest.approx(5.0)
+  # No clipping: unchanged, and the norm with the loss scale removed.
+  same, norm = optim.clip_gradients([tf.constant([3.0 * 8, 0.0]), tf.constant([4.0 * 8])], 0.0, loss_scale=8.0)
+  np.testing.assert_array_equal(same[0], [24.0, 0.0])
+  assert float(norm) == pytest.approx(5.0)
 
 
 # --- mixed precision and XLA through the real training step -------------------------------------

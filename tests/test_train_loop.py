@@ -128,3 +128,38 @@ def test_resuming_with_steps_per_loop_is_exact(tmp_path):
   assert _checkpoint_steps(tmp_path / "resumed") == [6, 12]
   for path, value in uninterrupted.items():
     np.testing.assert_array_equal(resumed[path], value, err_msg=path)
+
+
+def test_logs_are_means_since_the_last_log_and_the_gradient_norm_is_the_global_one(tmp_path):
+  """log_every=2 over 4 steps: each logged term is the mean of its two steps, and grad_norm is the
+  global norm of the gradient that step computes (checked on step 1 from the same initial weights)."""
+  batches = train_helpers.fixed_batches(4)
+  trainer = _trainer(tmp_path / "run", batches, steps=4, log_every=2)
+  initial = train_helpers.model_weights(trainer.ssd.network)
+  steps, logged = [], []
+  loop = trainer.train_loop
+  trainer.train_loop = lambda iterator, n: (lambda out: steps.append({k: float(v) for k, v in out[1].items()})
+                                            or out)(loop(iterator, n))
+  trainer._log_step = lambda step, means, images_per_second: logged.append((step, means))
+  trainer.fit()
+  assert [step for step, _ in logged] == [2, 4]
+  assert set(logged[0][1]) == set(train.LOSS_KEYS) | {train.GRAD_NORM}
+  for (step, means), pair in zip(logged, (steps[0:2], steps[2:4])):
+    for key, mean in means.items():
+      assert mean == pytest.approx((pair[0][key] + pair[1][key]) / 2, rel=1e-6), (step, key)
+
+  fresh = _trainer(tmp_path / "fresh", batches, steps=4)
+  for variable in fresh.ssd.network.weights:
+    variable.assign(initial[variable.path])
+  batch = {k: tf.constant(v[:train_helpers.GLOBAL_BATCH]) for k, v in batches.items()}
+  _, gradients = fresh.gradients(batch, fresh.ssd.targets(batch["boxes"], batch["labels"], batch["is_crowd"]))
+  expected = np.sqrt(sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in gradients))
+  assert steps[0][train.GRAD_NORM] == pytest.approx(expected, rel=1e-4)
+  assert expected > 0
+
+
+def test_several_replicas_log_the_gradient_norm_only_when_clipping(tmp_path):
+  strategy = train_helpers.mirrored_strategy()
+  plain = _trainer(tmp_path / "plain", train_helpers.fixed_batches(1), strategy, steps=1)
+  clipped = _trainer(tmp_path / "clipped", train_helpers.fixed_batches(1), strategy, steps=1, grad_clip_norm=1e9)
+  assert train.GRAD_NORM not in plain.logged and train.GRAD_NORM in clipped.logged
