@@ -269,7 +269,7 @@ def _save_like_keras_applications(model, path):
     legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
-@pytest.mark.parametrize("depth", [50, 101])
+@pytest.mark.parametrize("depth", [50, pytest.param(101, marks=pytest.mark.slow)])
 def test_resnet_imagenet_weights_load_like_keras_applications(depth, tmp_path, monkeypatch):
   """weights="imagenet" offline: the file keras.applications downloads (same get_file call), loaded by
   the code that follows the download, gives keras.applications' conv3 and conv4 activations."""

@@ -119,9 +119,9 @@ def _cases():
     for kind in FILE_KINDS:
       if kind == "missing" and name.startswith(("eval: the run's", "export: the run's")):
         continue  # a run without its config.json is no run: test_first_hour, test_cli
-      # The default run: every kind for two entry points, the truncated file for the others (each case
+      # The default run: every kind for one entry point, the truncated file for the others (each case
       # is a TensorFlow start, 3-6 s); the whole table with -m slow.
-      full = name in ("eval --checkpoint", "convert --source") or kind == "truncated"
+      full = name == "eval --checkpoint" or kind == "truncated"
       yield pytest.param(script, args, make, kind, id=f"{name}:{kind}", marks=() if full else pytest.mark.slow)
 
 

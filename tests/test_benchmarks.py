@@ -80,7 +80,8 @@ def test_train_throughput(outputs):
   assert r["peak_dtype"] == "float32" and "ceiling_fraction" not in r
   assert r["peak_gflop_per_s"] == max(peak["matmul_float32_gflop_per_s"], peak["conv3x3_float32_gflop_per_s"]) > 0
   assert peak["matmul_bfloat16_gflop_per_s"] > 0 and peak["conv3x3_bfloat16_gflop_per_s"] > 0
-  assert r["peak_fraction"] == pytest.approx(r["achieved_gflop_per_s"] / r["peak_gflop_per_s"], rel=1e-2)
+  # peak_fraction is rounded to 3 decimals: on a busy machine (a small fraction) that is more than 1%
+  assert r["peak_fraction"] == pytest.approx(r["achieved_gflop_per_s"] / r["peak_gflop_per_s"], rel=1e-2, abs=5e-4)
   parts = r["breakdown_ms_median"]
   assert set(parts) == {"forward", "forward_backward", "matching", "matching_loss", "optimizer_update"}
   assert all(ms > 0 for ms in parts.values())

@@ -225,10 +225,15 @@ def test_eval_without_a_checkpoint_scores_the_one_the_run_means(trained):
 _TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)", re.M)
 
 
-@pytest.mark.parametrize("script", ["main.py", "export_savedmodel.py"])
-@pytest.mark.parametrize("case, flags, level", [("quiet", [], None), ("verbose", ["--verbose"], None),
-                                                ("user_set_level", [], "0")],
-                         ids=["quiet", "verbose", "user_set_level"])
+# Each script quiet, main.py with --verbose and export_savedmodel.py with a user's level in the default
+# run; the other two with -m slow.
+@pytest.mark.parametrize("script, case, flags, level", [
+    ("main.py", "quiet", [], None), ("export_savedmodel.py", "quiet", [], None),
+    ("main.py", "verbose", ["--verbose"], None), ("export_savedmodel.py", "user_set_level", [], "0"),
+    pytest.param("export_savedmodel.py", "verbose", ["--verbose"], None, marks=pytest.mark.slow),
+    pytest.param("main.py", "user_set_level", [], "0", marks=pytest.mark.slow),
+], ids=["quiet-main.py", "quiet-export_savedmodel.py", "verbose-main.py", "user_set_level-export_savedmodel.py",
+        "verbose-export_savedmodel.py", "user_set_level-main.py"])
 def test_tensorflow_logs_only_with_verbose_or_a_level_the_user_set(trained, tmp_path, script, case, flags, level):
   """Raw stderr (not message_lines): by default only the program's own lines, none of TensorFlow's C++
   log lines (cuInit, Grappler, startup notices) nor its Python records; with --verbose, or with

@@ -34,7 +34,8 @@ def _one_error_line(result, fragment):
   assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
-@pytest.mark.parametrize("existing", [False, True], ids=["new_folder", "empty_folder"])
+@pytest.mark.parametrize("existing", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["new_folder", "empty_folder"])
 def test_a_failed_first_start_leaves_the_run_directory_as_it_found_it(data, tmp_path, existing):
   """init_from of a run without checkpoints fails after the run directory was made: nothing stays,
   and the corrected command then runs."""
@@ -53,6 +54,7 @@ def test_a_failed_first_start_leaves_the_run_directory_as_it_found_it(data, tmp_
   assert {"config.json", "label_map.json", "checkpoints"} <= set(os.listdir(workdir))
 
 
+@pytest.mark.slow
 def test_a_loss_that_diverges_before_the_first_checkpoint_leaves_nothing(data, tmp_path):
   workdir = tmp_path / "run"
   result = run_cli("main.py", "--mode=train", *cli_helpers.config_flags(data), f"--workdir={workdir}",

@@ -74,7 +74,8 @@ def test_eval_every_steps_and_always_at_the_end(tmp_path, every_steps, evaluated
   assert (tmp_path / "best" / "ckpt-4.index").exists()
 
 
-@pytest.mark.parametrize("mirrored", [False, True], ids=["one_device", "mirrored_2_cpus"])
+@pytest.mark.parametrize("mirrored", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["one_device", "mirrored_2_cpus"])
 def test_steps_per_loop_trains_the_same_weights_and_keeps_every_boundary(tmp_path, mirrored):
   """12 steps, logs every 5, checkpoints every 6: 8 steps per loop run as loops of 5, 1, 4 and 2
   steps (each ends at a log or checkpoint step) and end with the weights one step per call gives."""
