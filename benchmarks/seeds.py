@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ssd_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ssd_tf.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", str(REPO / "configs" / "quickstart.py"), "Config file (configs/*.py).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "config.seed of each run.")
@@ -66,7 +67,7 @@ def shared_data(config, config_flag, overrides, root):
   if not config.data.coco_dir:
     data.append(f"--config.data.coco_dir={os.path.join(root, 'synthetic')}")
   splits = sorted({config.data.train_split, config.data.eval_split})
-  if not all(os.path.isfile(os.path.join(tfrecord_dir, f"{s}.summary.json")) for s in splits):
+  if not all(os.path.isfile(records.summary_path(tfrecord_dir, s)) for s in splits):
     log = os.path.join(root, "data.log")
     if not config.data.coco_dir:
       _main_py(["--mode=synthetic", config_flag, *data, *overrides], log)
@@ -133,7 +134,6 @@ def main(argv):
     if not _CURVE.value:
       for run in runs:
         del run["curve"]
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
     record = dict(benchmark="seeds", config=config.name, config_file=_CONFIG.value, overrides=overrides,
                   root=root, runs=runs, spread={key: spread([r[key] for r in runs])
                                                 for key in ("AP", "AP50", "final_loss", "seconds")},
