@@ -39,7 +39,9 @@ def get_config():
   config.train.steps = 1200  # 4.5 min of training on 2 cores with AMX bfloat16, 8 min on Zen 4 (README)
   config.train.base_learning_rate = 0.05
   config.train.scale_lr_with_batch = False
-  config.train.warmup_steps = 50
+  # 150 warmup steps, not 50: at lr 0.05 from random weights the first steps after a short warmup set
+  # a run back by hundreds of steps on some seeds (benchmarks/seeds.py; README, If training does not learn).
+  config.train.warmup_steps = 150
   config.train.weight_decay = 5e-4
   # On a CPU with native bfloat16 (AVX512-BF16), oneDNN trains this model about 1.5x faster in
   # mixed_bfloat16 than in float32; elsewhere bfloat16 is emulated. XLA's CPU convolutions are
