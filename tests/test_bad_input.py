@@ -119,9 +119,10 @@ def _cases():
     for kind in FILE_KINDS:
       if kind == "missing" and name.startswith(("eval: the run's", "export: the run's")):
         continue  # a run without its config.json is no run: test_first_hour, test_cli
-      # The default run: every kind for one entry point, the truncated file for the others (each case
+      # The default run: every kind for one entry point, the truncated file for most others (each case
       # is a TensorFlow start, 3-6 s); the whole table with -m slow.
-      full = name == "eval --checkpoint" or kind == "truncated"
+      full = name == "eval --checkpoint" or (kind == "truncated" and name not in (
+          "predict --checkpoint", "export saved_model --checkpoint"))  # SSD.restore, as eval --checkpoint
       yield pytest.param(script, args, make, kind, id=f"{name}:{kind}", marks=() if full else pytest.mark.slow)
 
 

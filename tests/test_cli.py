@@ -225,10 +225,10 @@ def test_eval_without_a_checkpoint_scores_the_one_the_run_means(trained):
 _TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog)", re.M)
 
 
-# Each script quiet, main.py with --verbose and export_savedmodel.py with a user's level in the default
-# run; the other two with -m slow.
+# main.py quiet and with --verbose, export_savedmodel.py with a user's level in the default run; the
+# other three with -m slow.
 @pytest.mark.parametrize("script, case, flags, level", [
-    ("main.py", "quiet", [], None), ("export_savedmodel.py", "quiet", [], None),
+    ("main.py", "quiet", [], None), pytest.param("export_savedmodel.py", "quiet", [], None, marks=pytest.mark.slow),
     ("main.py", "verbose", ["--verbose"], None), ("export_savedmodel.py", "user_set_level", [], "0"),
     pytest.param("export_savedmodel.py", "verbose", ["--verbose"], None, marks=pytest.mark.slow),
     pytest.param("main.py", "user_set_level", [], "0", marks=pytest.mark.slow),

@@ -99,6 +99,7 @@ def test_predict_and_export_use_the_converted_run(converted, tmp_path):
       golden.config.postprocess.score_threshold)
 
 
+@pytest.mark.slow
 def test_eval_scores_the_converted_run_on_the_coco_sample(converted, tmp_path, coco_tiny_dir):
   """Unused (N/A) labels of torchvision's model are not scored; pycocotools runs on the real annotations."""
   if converted["kind"] != "torchvision":

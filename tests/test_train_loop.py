@@ -110,6 +110,7 @@ def test_a_nan_loss_inside_a_loop_stops_that_loop_at_its_step(tmp_path):
   assert _checkpoint_steps(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_resuming_with_steps_per_loop_is_exact(tmp_path):
   """Trained to step 6 (a checkpoint), then resumed by a new Trainer to step 12 in loops of 8: the
   weights equal an uninterrupted run's (a step schedule: the cosine one depends on train.steps)."""
