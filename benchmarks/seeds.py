@@ -14,7 +14,7 @@ metrics.json is read, not trained again.
 Per run: wall time of the training process (training and the final evaluation), AP, AP50, AP75, the
 final logged loss and the loss curve (train.log_every means) with the gradient norm and learning
 rate, read from the run's TensorBoard events. Then the spread over seeds (min, median, max, standard
-deviation) of AP, AP50 and the final loss. One JSON line on stdout (and --output); the runs' output
+deviation) of AP, AP50, the final loss and the wall time. One JSON line on stdout (and --output); the runs' output
 goes to <root>/seed-<s>.log.
 """
 
@@ -35,7 +35,6 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ssd_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ssd_tf.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", str(REPO / "configs" / "quickstart.py"), "Config file (configs/*.py).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "config.seed of each run.")
@@ -62,6 +61,7 @@ def _main_py(args, log_path):
 def shared_data(config, config_flag, overrides, root):
   """The data flags every run gets: TFRecords prepared once in root (synthetic data written first when
   the config has no data.coco_dir)."""
+  from ssd_tf.data import records  # pylint: disable=g-import-not-at-top
   tfrecord_dir = os.path.join(root, "tfrecords")
   data = [f"--config.data.tfrecord_dir={tfrecord_dir}"]
   if not config.data.coco_dir:
@@ -120,6 +120,7 @@ def main(argv):
   with cli.user_errors(False):
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    cli.import_tensorflow()  # TensorFlow's C++ log lines off the terminal, as in main.py
     overrides = cli.config_overrides()
     config = cli.load_config(_CONFIG.value)
     root = os.path.abspath(_ROOT.value or tempfile.mkdtemp(prefix="seeds-"))
