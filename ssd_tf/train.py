@@ -223,7 +223,8 @@ class Trainer:
     iterator = self.dataset_iterator(start)
     eval_every = self.config.eval.every_steps if evaluate_fn else 0
     tick, tick_step = time.time(), start
-    losses, interval = {}, {}  # the last step's terms; the sums of the steps since the last log
+    losses = {}  # the last step's terms
+    interval, interval_steps = {}, 0  # the sums of the terms over the steps since the last log
     step = start
     while step < cfg.steps:
       first = step + 1
@@ -231,6 +232,7 @@ class Trainer:
       step += int(ran)
       losses = {k: float(v) for k, v in losses.items()}
       interval = {k: interval.get(k, 0.0) + float(v) for k, v in sums.items()}
+      interval_steps += int(ran)
       if not math.isfinite(losses["loss"]):
         raise FloatingPointError(
             f"loss is {losses['loss']} at step {step} (loc {losses['loc_loss']}, cls "
@@ -240,8 +242,8 @@ class Trainer:
       if step % cfg.log_every == 0 or last:
         elapsed = time.time() - tick
         images_per_second = (step - tick_step) * cfg.batch_size / max(elapsed, 1e-9)
-        self._log_step(step, {k: v / (step - tick_step) for k, v in interval.items()}, images_per_second)
-        tick, tick_step, interval = time.time(), step, {}
+        self._log_step(step, {k: v / interval_steps for k, v in interval.items()}, images_per_second)
+        tick, tick_step, interval, interval_steps = time.time(), step, {}, 0
       if step % cfg.checkpoint_every == 0 or last:
         self.save(step)
       if (eval_every and step % eval_every == 0) or (evaluate_fn and last):
