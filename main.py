@@ -47,10 +47,12 @@ _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "eval/predict: a checkpoint path (default: the newest in --workdir).")
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model", None, "predict: use this exported SavedModel instead of a checkpoint.")
-_TFLITE = flags.DEFINE_string(
-    "tflite", None, "eval: score this exported .tflite (label_map.json beside it) instead of a checkpoint; "
-    "--workdir is not needed.")
-_THREADS = flags.DEFINE_integer("num_threads", 2, "eval --tflite: the TFLite interpreter's threads.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "eval: score this exported model instead of a checkpoint: a .tflite (label_map.json "
+    "beside it), an .onnx (ONNX Runtime), an OpenVINO .xml, or the folder of one; --workdir is not needed.")
+_THREADS = flags.DEFINE_integer("num_threads", 2, "eval --model: the runtime's threads.")
+_PRECISION = flags.DEFINE_enum("precision", "f32", ("f32", "bf16"),
+                               "eval --model=<OpenVINO .xml>: the precision OpenVINO computes in.")
 _IMAGES = flags.DEFINE_list("images", None, "predict: image files, folders or glob patterns.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "predict: where detections.json and annotated images go "
@@ -89,8 +91,8 @@ def run(mode, config):
     raise ValueError("--mode=predict needs --images (files, folders or globs)")
   if mode == "convert" and not _SOURCE.value:
     raise ValueError("--mode=convert needs --source (a .pth checkpoint)")
-  if _TFLITE.value and mode != "eval":
-    raise ValueError(f"--tflite applies to --mode=eval, not --mode={mode}")
+  if _MODEL.value and mode != "eval":
+    raise ValueError(f"--model applies to --mode=eval, not --mode={mode}")
   cli.import_tensorflow(_VERBOSE.value)
   from ssd_tf import runner  # pylint: disable=g-import-not-at-top
   if mode == "quickstart":
@@ -103,8 +105,8 @@ def run(mode, config):
     return runner.train_run(config, _require_workdir(), evaluate=False)
   if mode == "train_and_eval":
     return runner.train_run(config, _require_workdir(), evaluate=True)
-  if mode == "eval" and _TFLITE.value:
-    return runner.evaluate_tflite(config, _TFLITE.value, _THREADS.value)
+  if mode == "eval" and _MODEL.value:
+    return runner.evaluate_exported(config, _MODEL.value, _THREADS.value, _PRECISION.value)
   if mode == "eval":
     return runner.evaluate_run(config, _require_workdir(), checkpoint=_CHECKPOINT.value)
   if mode == "predict":

@@ -34,7 +34,7 @@ VERBOSE_HELP = ("Show the log lines of TensorFlow's C++ runtime (INFO to ERROR a
                 "other libraries.")
 
 # Packages one feature alone needs (ImportError.name): their ImportError says how to install them.
-OPTIONAL_DEPENDENCIES = ("torch",)
+OPTIONAL_DEPENDENCIES = ("torch", "tf2onnx", "onnx", "onnxruntime", "openvino")
 
 
 def one_line(error):

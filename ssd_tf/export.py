@@ -25,6 +25,8 @@ import tensorflow as tf
 from ssd_tf import files
 from ssd_tf import images
 
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
 
 class DetectionModule(tf.Module):
   """An SSD wrapped with its pre- and post-processing, ready for tf.saved_model.save.
@@ -35,10 +37,11 @@ class DetectionModule(tf.Module):
   leaving the variables the graph reads uninitialized.
   """
 
-  def __init__(self, ssd, label_map, label_map_path):
+  def __init__(self, ssd, label_map, label_map_path=None):
     super().__init__()
     self.network_variables = [variable.value for variable in ssd.network.variables]
-    self.label_map_asset = tf.saved_model.Asset(label_map_path)
+    if label_map_path:  # the SavedModel's asset
+      self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = ssd.image_size
     self._resize_antialias = bool(ssd.config.model.resize_antialias)
     self._max_pixels = int(ssd.config.data.max_image_pixels)
@@ -53,19 +56,20 @@ class DetectionModule(tf.Module):
     """uint8 [(B,) H, W, 3] -> float32 [(B,) S, S, 3] in [0, 255]: the eval pipeline's resize."""
     return images.resize(tf.cast(batch, tf.float32), self._image_size, self._resize_antialias)
 
+  def detections(self, batch):
+    """float32 [B, S, S, 3] RGB 0..255, B > 0 -> (boxes, scores, classes, count) of the module docstring."""
+    detections = self._ssd.detect(batch)
+    return (detections["boxes"], detections["scores"], tf.gather(self._category_ids, detections["labels"]),
+            tf.cast(detections["num_detections"], tf.float32))
+
   def detect(self, batch):
     """float32 [B, S, S, 3] RGB 0..255 -> the output dict of the module docstring (B may be 0)."""
-    def run():
-      detections = self._ssd.detect(batch)
-      return (detections["boxes"], detections["scores"], tf.gather(self._category_ids, detections["labels"]),
-              tf.cast(detections["num_detections"], tf.float32))
-
     def empty():
       k = self._max_detections
       return tf.zeros([0, k, 4]), tf.zeros([0, k]), tf.zeros([0, k]), tf.zeros([0])
 
-    outputs = tf.cond(tf.shape(batch)[0] > 0, run, empty)
-    return dict(zip(("detection_boxes", "detection_scores", "detection_classes", "num_detections"), outputs))
+    outputs = tf.cond(tf.shape(batch)[0] > 0, lambda: self.detections(batch), empty)
+    return dict(zip(OUTPUTS, outputs))
 
   def decode_batch(self, encoded):
     """tf.string [B] encoded images -> float32 [B, S, S, 3]: serving_default's preprocessing."""
@@ -89,25 +93,13 @@ class DetectionModule(tf.Module):
 
 def export_saved_model(ssd, label_map, label_map_path, export_dir):
   """Writes the SavedModel of an SSD to export_dir: into a sibling folder first, which then replaces
-  export_dir in one step (files.replace_dir), so a kill at any moment leaves a loadable SavedModel
+  export_dir in one step (files.write_dir), so a kill at any moment leaves a loadable SavedModel
   (the old or the new) wherever there was one."""
   if os.path.basename(label_map_path) != "label_map.json":
     raise ValueError(f"the label map asset must be named label_map.json, got {label_map_path}")
   module = DetectionModule(ssd, label_map, label_map_path)
-  partial = export_dir.rstrip("/") + ".partial"
-  if tf.io.gfile.exists(partial):
-    tf.io.gfile.rmtree(partial)
-  tf.saved_model.save(module, partial, signatures={
-      "serving_default": module.serve_encoded,
-      "serving_images": module.serve_images,
-  })
-  if files.is_remote(export_dir):  # no atomic swap of folders there
-    if tf.io.gfile.exists(export_dir):
-      tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(partial, export_dir)
-  else:
-    files.replace_dir(partial, export_dir)
-  return export_dir
+  signatures = {"serving_default": module.serve_encoded, "serving_images": module.serve_images}
+  return files.write_dir(export_dir, lambda folder: tf.saved_model.save(module, folder, signatures=signatures))
 
 
 def asset_label_map_path(saved_model_dir):

@@ -88,3 +88,22 @@ def replace_dir(new, target):
     os.rename(target, aside)
     os.rename(new, target)
     shutil.rmtree(aside)
+
+
+def write_dir(target, fill):
+  """Makes the folder ``target`` with ``fill(folder)``, which writes its files into a sibling folder
+  (<target>.partial) that then replaces ``target`` (replace_dir; on remote storage, which has no
+  atomic swap, the old folder is removed first). A failure or kill meanwhile leaves the old ``target``."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (gs:// and other remote paths)
+  partial = os.fspath(target).rstrip("/") + ".partial"
+  if tf.io.gfile.exists(partial):
+    tf.io.gfile.rmtree(partial)
+  tf.io.gfile.makedirs(partial)
+  fill(partial)
+  if is_remote(target):
+    if tf.io.gfile.exists(target):
+      tf.io.gfile.rmtree(target)
+    tf.io.gfile.rename(partial, target)
+  else:
+    replace_dir(partial, target)
+  return target

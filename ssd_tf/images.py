@@ -96,3 +96,31 @@ def resize(images, size, antialias=True):
   without it, the value equals PyTorch's ``interpolate(mode="bilinear", align_corners=False)``.
   """
   return tf.image.resize(images, [size, size], method="bilinear", antialias=antialias)
+
+
+def resize_weights(in_size, out_size, antialias=True):
+  """int scalar (a tensor may be dynamic) -> float32 [out_size, in_size]: row i holds the weights
+  with which ``resize`` mixes the input pixels along one axis into output pixel i.
+
+  TensorFlow's triangle kernel (tf.image.resize's ScaleAndTranslate): output pixel i samples at
+  (i + 0.5) / scale with scale = out_size / in_size; the kernel is widened by 1 / scale when
+  shrinking with ``antialias``; each row is normalized to sum 1.
+  """
+  in_size = tf.cast(in_size, tf.float32)
+  scale = out_size / in_size
+  width = tf.maximum(1.0 / scale, 1.0) if antialias else tf.constant(1.0)
+  samples = (tf.range(out_size, dtype=tf.float32) + 0.5) / scale                     # [out]
+  centres = tf.range(in_size) + 0.5                                                 # [in]
+  weights = tf.nn.relu(1.0 - tf.abs(centres[None, :] - samples[:, None]) / width)  # [out, in]
+  return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def resize_by_matmul(images, size, antialias=True):
+  """uint8 or float [B, H, W, 3] -> float32 [B, size, size, 3]: ``resize`` as two matrix products
+  with ``resize_weights`` (equal to float rounding), for runtimes that lack TensorFlow's
+  ScaleAndTranslate (ONNX, OpenVINO). Costs size * 3 * (H * W + W * size) multiply-adds per image."""
+  shape = tf.shape(images)
+  channels_first = tf.transpose(tf.cast(images, tf.float32), [0, 3, 1, 2])          # [B, 3, H, W]
+  rows = tf.matmul(resize_weights(shape[1], size, antialias), channels_first)       # [B, 3, S, W]
+  both = tf.matmul(rows, resize_weights(shape[2], size, antialias), transpose_b=True)  # [B, 3, S, S]
+  return tf.transpose(both, [0, 2, 3, 1])

@@ -13,6 +13,8 @@ import time
 from ssd_tf import api
 from ssd_tf import distribute
 from ssd_tf import files
+from ssd_tf import onnx_export
+from ssd_tf import onnx_model
 from ssd_tf import run_dir
 from ssd_tf import run_lock
 from ssd_tf import tflite_export
@@ -128,16 +130,23 @@ def evaluate_run(config, workdir, checkpoint=None):
   return Evaluator(config, output_dir, label_map)(ssd, step, drawings=False)
 
 
-def evaluate_tflite(config, tflite_path, num_threads=2):
-  """Scores a .tflite detector (tflite_export) on the config's eval split, one image per call; the
-  label map beside it maps its classes; results go to <its folder>/eval."""
-  model = tflite_model.TFLiteModel(tflite_path, num_threads)
+def evaluate_exported(config, path, num_threads=2, precision="f32"):
+  """Scores an exported detector on the config's eval split: a .tflite (tflite_export; one image per
+  call, the label map beside it), an .onnx in ONNX Runtime or an OpenVINO .xml at ``precision``
+  (onnx_export; the batches of the eval pipeline, the label map inside), or the folder of one. Results go
+  to <its folder>/eval."""
+  tflite_path = os.path.join(path, "model.tflite") if os.path.isdir(path) else path
+  if tflite_path.endswith(".tflite") and (os.path.isfile(tflite_path) or not os.path.isdir(path)):
+    model = tflite_model.TFLiteModel(tflite_path, num_threads)
+    label_map = LabelMap.load(os.path.join(os.path.dirname(tflite_path), "label_map.json"))
+  else:
+    model = onnx_model.load(path, num_threads, precision)
+    label_map = model.label_map
   if model.image_size != config.model.image_size:
-    raise ValueError(f"{tflite_path} takes {model.image_size} px images but config.model.image_size is "
+    raise ValueError(f"{model.path} takes {model.image_size} px images but config.model.image_size is "
                      f"{config.model.image_size}: give the config it was exported from")
-  output_dir = os.path.join(os.path.dirname(os.path.abspath(tflite_path)), "eval")
+  output_dir = os.path.join(os.path.dirname(os.path.abspath(model.path)), "eval")
   files.check_writable(output_dir)
-  label_map = LabelMap.load(os.path.join(os.path.dirname(tflite_path), "label_map.json"))
   return Evaluator(config, output_dir, label_map)(model, drawings=False)
 
 
@@ -193,6 +202,26 @@ def export_tflite_run(config, workdir, quantize, checkpoint=None, export_dir=Non
   ssd = SSD.from_run(workdir, checkpoint, config)
   path = tflite_export.write(tflite_export.convert(ssd, quantize, images), label_map, export_dir)
   print(f"TFLite model ({name}) written to {path}", flush=True)
+  return path
+
+
+def export_onnx_run(config, workdir, export_format, checkpoint=None, export_dir=None):
+  """Checkpoint -> <export_dir>/model.onnx, or model.xml + model.bin (``export_format`` "onnx" or
+  "openvino"; onnx_export), with label_map.json beside; float32 whatever the run's precision."""
+  run = run_dir.RunDir(workdir)
+  label_map = run.load_label_map()
+  export_dir = export_dir or run.export_dir(export_format)
+  files.check_writable(os.path.dirname(os.path.normpath(export_dir)) or ".")
+  onnx_export.require("tf2onnx", export_format)  # before the slow part
+  if export_format == "openvino":
+    onnx_export.require("openvino", export_format)
+  config = config.copy_and_resolve_references()
+  config.train.mixed_precision = ""
+  model = onnx_export.to_onnx(SSD.from_run(workdir, checkpoint, config), label_map)
+  if export_format == "openvino":
+    model = onnx_export.to_openvino(model)
+  path = onnx_export.write(model, label_map, export_dir)
+  print(f"{'ONNX' if export_format == 'onnx' else 'OpenVINO'} model written to {path}", flush=True)
   return path
 
 

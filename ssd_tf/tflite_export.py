@@ -25,7 +25,6 @@ thread count gives the same detections. The op is declared through a tf.function
 """
 
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -212,14 +211,12 @@ def resize_image(image, size, antialias=True):
 
 def write(model_bytes, label_map, export_dir):
   """Writes export_dir/model.tflite, label_map.json and labels.txt (line i: the name of class index i,
-  i.e. of label i + 1), into a sibling folder first that then replaces export_dir (files.replace_dir)."""
-  partial = export_dir.rstrip("/") + ".partial"
-  if os.path.isdir(partial):
-    shutil.rmtree(partial)
-  os.makedirs(partial)
-  with open(os.path.join(partial, "model.tflite"), "wb") as f:
-    f.write(model_bytes)
-  label_map.save(os.path.join(partial, "label_map.json"))
-  files.write_atomic(os.path.join(partial, "labels.txt"), "".join(f"{name}\n" for name in label_map.names()))
-  files.replace_dir(partial, export_dir)
+  i.e. of label i + 1), into a sibling folder first that then replaces export_dir (files.write_dir)."""
+  def fill(folder):
+    with open(os.path.join(folder, "model.tflite"), "wb") as f:
+      f.write(model_bytes)
+    label_map.save(os.path.join(folder, "label_map.json"))
+    files.write_atomic(os.path.join(folder, "labels.txt"), "".join(f"{name}\n" for name in label_map.names()))
+
+  files.write_dir(export_dir, fill)
   return os.path.join(export_dir, "model.tflite")
