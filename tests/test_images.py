@@ -94,3 +94,29 @@ def test_resize_keeps_constants_and_means_and_batches_like_single_images():
   batch = images.resize(np.stack([picture, picture[::-1]]), 24).numpy()
   np.testing.assert_allclose(batch[1], images.resize(picture[::-1], 24).numpy(), atol=1e-4)
   assert batch.dtype == np.float32 and batch.shape == (2, 24, 24, 3)
+
+
+@pytest.mark.parametrize("height, width, size", [(240, 320, 192), (100, 50, 192), (192, 192, 192), (1, 7, 64),
+                                                 (480, 640, 300), (3, 1000, 64)])
+@pytest.mark.parametrize("antialias", [True, False], ids=["antialias", "plain"])
+def test_resize_by_matmul_equals_resize(height, width, size, antialias):
+  """Shrinking, growing, unchanged (exactly the input) and extreme aspect ratios: within float32 rounding."""
+  pixels = np.random.RandomState(height + width).randint(0, 256, (2, height, width, 3)).astype(np.uint8)
+  expected = images.resize(tf.cast(pixels, tf.float32), size, antialias).numpy()
+  actual = images.resize_by_matmul(tf.constant(pixels), size, antialias).numpy()
+  assert actual.shape == (2, size, size, 3)
+  np.testing.assert_allclose(actual, expected, atol=0.02 if height * width > 1000 else 1e-3)
+  if (height, width) == (size, size):
+    np.testing.assert_array_equal(actual, pixels)
+
+
+def test_resize_weights_are_the_triangle_kernel():
+  """Hand-worked rows. 4 -> 2 with antialias: output 0 samples at 1.0, the kernel is 2 wide, so the pixel
+  centres 0.5, 1.5, 2.5 weigh 0.75, 0.75, 0.25 (normalized: 3/7, 3/7, 1/7); without it, the kernel is 1 wide:
+  pixels 0 and 1 halve. 2 -> 4: outputs sample at 0.25, 0.75, 1.25, 1.75, the first and last hold the edge."""
+  np.testing.assert_allclose(images.resize_weights(4, 2, antialias=True).numpy(),
+                             [[3 / 7, 3 / 7, 1 / 7, 0], [0, 1 / 7, 3 / 7, 3 / 7]], atol=1e-6)
+  np.testing.assert_allclose(images.resize_weights(4, 2, antialias=False).numpy(),
+                             [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]], atol=1e-6)
+  np.testing.assert_allclose(images.resize_weights(2, 4).numpy(),
+                             [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]], atol=1e-6)

@@ -3,7 +3,7 @@
 In process, a small SSD (random weights, biased class logits so that detections exist): the float32
 model gives SSD.detect's detections at 1, 2 and 3 interpreter threads; float16 and int8 convert with
 only TFLite's own ops. End to end (subprocesses): export_savedmodel.py --format=tflite, eval
---tflite and the one-line errors. Slow: a shortened quickstart, trained, whose .tflite files
+--model and the one-line errors. Slow: a shortened quickstart, trained, whose .tflite files
 reproduce the SavedModel's confident detections on its val images and score its AP.
 """
 
@@ -183,7 +183,7 @@ def _one_error_line(result):
 
 @pytest.mark.slow  # about 25 s: two exports (int8 calibrates) and an eval in subprocesses
 def test_export_and_eval_from_the_command_line(trained):
-  """export_savedmodel.py --format=tflite (float32, int8) beside the run; eval --tflite scores the float32
+  """export_savedmodel.py --format=tflite (float32, int8) beside the run; eval --model scores the float32
   one as eval mode scored the checkpoint."""
   workdir, flags = trained["workdir"], cli_helpers.config_flags(trained["data"])
   for quantize, name in (("none", "float32"), ("int8", "int8")):
@@ -193,7 +193,7 @@ def test_export_and_eval_from_the_command_line(trained):
     path = workdir / "export" / f"tflite_{name}" / "model.tflite"
     assert str(path) in result.stdout and (path.parent / "labels.txt").is_file()
   path = workdir / "export" / "tflite_float32" / "model.tflite"
-  result = run_cli("main.py", "--mode=eval", *flags, f"--tflite={path}")
+  result = run_cli("main.py", "--mode=eval", *flags, f"--model={path}")
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((path.parent / "eval" / "metrics.json").read_text())
   assert metrics["num_images"] == trained["metrics"]["num_images"]
@@ -203,7 +203,7 @@ def test_export_and_eval_from_the_command_line(trained):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("args, fragment", [
-    (["--format=onnx"], "--format"),
+    (["--format=pb"], "--format"),
     (["--format=tflite", "--quantize=int4"], "--quantize"),
     (["--quantize=int8"], "--quantize=int8 applies to --format=tflite only"),
 ], ids=["unknown_format", "unknown_quantization", "quantize_a_saved_model"])
@@ -214,10 +214,10 @@ def test_usage_errors_are_one_line(args, fragment):
 
 
 @pytest.mark.e2e
-def test_tflite_outside_eval_is_one_line():
+def test_model_outside_eval_is_one_line():
   result = run_cli("main.py", f"--config={cli_helpers.TINY_CONFIG}", "--mode=train", "--workdir=/tmp/none",
-                   "--tflite=model.tflite", timeout=60)
-  assert "--tflite applies to --mode=eval, not --mode=train" in _one_error_line(result)
+                   "--model=model.tflite", timeout=60)
+  assert "--model applies to --mode=eval, not --mode=train" in _one_error_line(result)
 
 
 @pytest.mark.e2e
@@ -235,7 +235,7 @@ def test_trained_quickstart_tflite_reproduces_the_saved_model(tmp_path):
   """A shortened quickstart (300 steps, 800 images), its SavedModel exported in float32 as the .tflite
   files are (the quickstart's own runs mixed_bfloat16 on CPUs with native bfloat16): on its val images
   the float32 and float16 .tflite reproduce >= 99% of the SavedModel's detections scored >= 0.5 (same
-  class, IoU >= 0.9), int8 >= 90%; eval --tflite scores float32 and float16 within 0.005 AP of eval mode,
+  class, IoU >= 0.9), int8 >= 90%; eval --model scores float32 and float16 within 0.005 AP of eval mode,
   int8 within 0.02."""
   workdir = tmp_path / "quickstart"
   result = run_cli("main.py", f"--workdir={workdir}", "--config.train.steps=300",
@@ -257,7 +257,7 @@ def test_trained_quickstart_tflite_reproduces_the_saved_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout)
     found, total = figures["reproduced"], figures["confident"]
-    result = run_cli("main.py", "--mode=eval", flags[0], flags[2], f"--tflite={path}")
+    result = run_cli("main.py", "--mode=eval", flags[0], flags[2], f"--model={path}")
     assert result.returncode == 0, result.stderr[-3000:]
     ap = json.loads((path.parent / "eval" / "metrics.json").read_text())["AP"]
     print(f"{name}: {found} of {total} confident SavedModel detections reproduced; AP {ap:.3f} (eval mode "
