@@ -153,3 +153,14 @@ def forward_flops(model, image_size):
   options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
   options["output"] = "none"
   return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def reproduced(reference, candidate, min_iou):
+  """(how many reference detections have a candidate of the same class with IoU >= min_iou, how many
+  there are). Each is a (boxes [n, 4] yxyx, classes [n]) pair."""
+  (ref_boxes, ref_classes), (boxes, classes) = reference, candidate
+  if not len(ref_boxes) or not len(boxes):
+    return 0, len(ref_boxes)
+  from ssd_tf import box_ops  # pylint: disable=g-import-not-at-top
+  match = (box_ops.iou(ref_boxes, boxes).numpy() >= min_iou) & (ref_classes[:, None] == classes[None, :])
+  return int(match.any(axis=1).sum()), len(ref_boxes)

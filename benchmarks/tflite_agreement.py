@@ -33,17 +33,6 @@ _THREADS = flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the full traceback of an error.")
 
 
-def reproduced(reference, candidate, min_iou):
-  """(how many reference detections have a candidate of the same class with IoU >= min_iou, how many
-  there are). Each is a (boxes [n, 4] yxyx, classes [n]) pair."""
-  (ref_boxes, ref_classes), (boxes, classes) = reference, candidate
-  if not len(ref_boxes) or not len(boxes):
-    return 0, len(ref_boxes)
-  from ssd_tf import box_ops  # pylint: disable=g-import-not-at-top
-  match = (box_ops.iou(ref_boxes, boxes).numpy() >= min_iou) & (ref_classes[:, None] == classes[None, :])
-  return int(match.any(axis=1).sum()), len(ref_boxes)
-
-
 def agreement(saved_model, tflite, pictures, min_score=0.5, min_iou=0.9, num_threads=2):
   """(reproduced, total) over uint8 [H, W, 3] pictures (module docstring)."""
   import os  # pylint: disable=g-import-not-at-top
@@ -61,7 +50,7 @@ def agreement(saved_model, tflite, pictures, min_score=0.5, min_iou=0.9, num_thr
     outputs = model(tflite_export.resize_image(picture, model.image_size))
     n = int(outputs["num_detections"][0])
     category_ids = label_map.category_ids(outputs["detection_classes"][0, :n].astype(np.int64) + 1)
-    hits, count = reproduced((served["detection_boxes"][confident], served["detection_classes"][confident]),
+    hits, count = harness.reproduced((served["detection_boxes"][confident], served["detection_classes"][confident]),
                              (outputs["detection_boxes"][0, :n], category_ids), min_iou)
     found, total = found + hits, total + count
   return found, total
