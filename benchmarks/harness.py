@@ -164,3 +164,19 @@ def reproduced(reference, candidate, min_iou):
   from ssd_tf import box_ops  # pylint: disable=g-import-not-at-top
   match = (box_ops.iou(ref_boxes, boxes).numpy() >= min_iou) & (ref_classes[:, None] == classes[None, :])
   return int(match.any(axis=1).sum()), len(ref_boxes)
+
+
+def photos(coco_dir, count, height, width, split="val2017"):
+  """uint8 [count, height, width, 3]: the first ``count`` JPEGs of <coco_dir>/<split> by name, decoded
+  (ssd_tf.images.decode) and resized (bilinear, antialiased) to one size."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import images  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(coco_dir) / split
+  paths = sorted(folder.glob("*.jpg"))[:count] if folder.is_dir() else []
+  if len(paths) < count:
+    raise FileNotFoundError(f"{folder} has {len(paths)} JPEGs, {count} are needed: point --coco_dir (or "
+                            "COCO_TINY_DIR) at a COCO 2017 layout")
+  decoded = [images.decode(tf.constant(p.read_bytes())) for p in paths]
+  return np.stack([np.round(np.clip(tf.image.resize(tf.cast(d, tf.float32), [height, width], antialias=True),
+                                    0, 255)).astype(np.uint8) for d in decoded])
