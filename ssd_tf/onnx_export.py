@@ -37,7 +37,7 @@ FORMATS = ("onnx", "openvino")
 FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 NETWORK_OUTPUTS = ("loc", "logits")
 OPSET = 17
-INSTALL = {"onnx": "pip install tf2onnx==1.17.0 onnxruntime==1.32.0",
+INSTALL = {"onnx": "pip install tf2onnx==1.17.0 onnxruntime==1.32.0",  # the tested versions (requirements-test.txt)
            "openvino": "pip install tf2onnx==1.17.0 openvino==2026.4.1"}
 
 

@@ -344,3 +344,32 @@ def test_shipped_models_served_by_session_loader_and_saved_model_cli(tmp_path, c
   images = np.array([_png(a) for a in _images()], dtype=object)
   _assert_served_like_in_process(exported, _saved_model_cli_run(exported.path, "serving_default", images, tmp_path),
                                  "serving_default", images)
+
+
+def test_mixed_precision_export_reads_weights_in_the_compute_dtype(tmp_path):
+  """mixed_bfloat16: the serving graph casts no weight (every Cast's input is an activation, not a variable
+  read), the kernels it reads and saves are bfloat16, BatchNorm's stay float32, and its detections equal the
+  SSD's own (which casts each kernel at each call) bit for bit."""
+  config = small_config()
+  config.train.mixed_precision = "mixed_bfloat16"
+  try:
+    tf.keras.utils.set_random_seed(2)
+    ssd = SSD(config)
+    module = export.DetectionModule(ssd, LabelMap([dict(label=i + 1, category_id=c, name=str(c))
+                                                   for i, c in enumerate(CATEGORY_IDS)]))
+    size = ssd.image_size
+    graph = tf.function(module.detections).get_concrete_function(tf.TensorSpec([None, size, size, 3])).graph
+    batch = tf.constant(_pixel_batch())
+    served = module.serve_images(batch)
+    expected = tf.function(ssd.detect)(module._resize(batch))  # pylint: disable=protected-access
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  reads = [op for op in graph.get_operations() if op.type == "ReadVariableOp"]
+  casts_of_reads = [op for op in graph.get_operations() if op.type == "Cast" and op.inputs[0].op in reads]
+  assert reads and not casts_of_reads
+  dtypes = collections.Counter(v.dtype.name for v in module.network_variables)
+  assert dtypes["bfloat16"] >= 10 and dtypes["float32"] >= 4 * 3  # BatchNorm: gamma, beta, mean, variance
+  assert all(v.dtype == tf.float32 for v in module.network_variables if "moving" in v.name or "gamma" in v.name)
+  np.testing.assert_array_equal(served["detection_boxes"].numpy(), expected["boxes"].numpy())
+  np.testing.assert_array_equal(served["detection_scores"].numpy(), expected["scores"].numpy())
+  assert int(served["num_detections"].numpy().sum()) == int(expected["num_detections"].numpy().sum()) > 0
