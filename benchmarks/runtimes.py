@@ -6,7 +6,8 @@ cores) on real COCO photos (the first of $COCO_TINY_DIR/val2017 by name, decoded
 --width uint8, as a camera would send them), at batch 1 and --batch_size:
 
   runtime      precision      model (the whole detector)                  network (alone)
-  tensorflow   float32, bf16  the SavedModel's serving_images             ssd.network in a tf.function
+  tensorflow   float32, bf16  the SavedModel's serving_images             ssd.network in a tf.function (bf16: its
+                                                                          kernels read in bf16, as the SavedModel's)
   onnxruntime  float32        model.onnx                                  the network as ONNX
   openvino     f32, bf16      model.xml compiled at the precision         the network as IR
                               (INFERENCE_PRECISION_HINT)
@@ -69,7 +70,7 @@ def exported_rows(ssd32, ssd16, photos, workdir, threads):
     with contextlib.redirect_stdout(io.StringIO()):
       path = export.export_saved_model(ssd, label_map, label_map_path, os.path.join(workdir, f"saved_model_{name}"))
     serve = tf.saved_model.load(path).signatures["serving_images"]
-    network = tf.function(lambda images, ssd=ssd: ssd(images, training=False))
+    network = _network_function(ssd)
     rows["tensorflow", name, "model"] = lambda b, serve=serve: serve(images=tf.constant(b["photos"]))
     rows["tensorflow", name, "model_at_s"] = lambda b, serve=serve: serve(images=tf.constant(b["resized"]))
     rows["tensorflow", name, "network"] = lambda b, network=network: network(tf.constant(b["images"]))
@@ -94,6 +95,20 @@ def exported_rows(ssd32, ssd16, photos, workdir, threads):
       run = tf.lite.Interpreter(model_content=content, num_threads=threads).get_signature_runner()
       rows["tflite", name, "model_at_s" if post_process else "network"] = lambda b, run=run: run(image=b["resized"])
   return rows
+
+
+def _network_function(ssd):
+  """ssd.network as a tf.function, reading its weights as the SavedModel does (export.compute_dtype_copies)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ssd_tf import export  # pylint: disable=g-import-not-at-top
+  copies = export.compute_dtype_copies(ssd.network)
+
+  @tf.function
+  def network(images):
+    with export.reading_copies(copies):
+      return ssd(images, training=False)
+
+  return network
 
 
 def measure(rows, batches, warmup, steps):

@@ -18,6 +18,7 @@ pixels.
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -43,10 +44,11 @@ class DetectionModule(tf.Module):
 
   def __init__(self, ssd, label_map, label_map_path=None):
     super().__init__()
-    self._copies = compute_dtype_copies(ssd.network)
-    copied = {id(variable) for variable, _ in self._copies}
-    self.network_variables = [copy for _, copy in self._copies] + [
+    copies = compute_dtype_copies(ssd.network)
+    copied = {id(variable) for variable, _ in copies}
+    self.network_variables = [copy for _, copy in copies] + [
         variable.value for variable in ssd.network.variables if id(variable) not in copied]
+    self._reading_copies = functools.partial(reading_copies, copies)  # a partial: not saved with the module
     if label_map_path:  # the SavedModel's asset
       self.label_map_asset = tf.saved_model.Asset(label_map_path)
     self._image_size = ssd.image_size
@@ -65,7 +67,7 @@ class DetectionModule(tf.Module):
 
   def detections(self, batch):
     """float32 [B, S, S, 3] RGB 0..255, B > 0 -> (boxes, scores, classes, count) of the module docstring."""
-    with reading_copies(self._copies):
+    with self._reading_copies():
       detections = self._ssd.detect(batch)
     return (detections["boxes"], detections["scores"], tf.gather(self._category_ids, detections["labels"]),
             tf.cast(detections["num_detections"], tf.float32))

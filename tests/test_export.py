@@ -362,6 +362,9 @@ def test_mixed_precision_export_reads_weights_in_the_compute_dtype(tmp_path):
     batch = tf.constant(_pixel_batch())
     served = module.serve_images(batch)
     expected = tf.function(ssd.detect)(module._resize(batch))  # pylint: disable=protected-access
+    label_map_path = tmp_path / "label_map.json"
+    LabelMap([dict(label=i + 1, category_id=c, name=str(c)) for i, c in enumerate(CATEGORY_IDS)]).save(label_map_path)
+    path = export.export_saved_model(ssd, LabelMap.load(label_map_path), str(label_map_path), str(tmp_path / "sm"))
   finally:
     keras.mixed_precision.set_global_policy("float32")
   reads = [op for op in graph.get_operations() if op.type == "ReadVariableOp"]
@@ -370,6 +373,9 @@ def test_mixed_precision_export_reads_weights_in_the_compute_dtype(tmp_path):
   dtypes = collections.Counter(v.dtype.name for v in module.network_variables)
   assert dtypes["bfloat16"] >= 10 and dtypes["float32"] >= 4 * 3  # BatchNorm: gamma, beta, mean, variance
   assert all(v.dtype == tf.float32 for v in module.network_variables if "moving" in v.name or "gamma" in v.name)
+  saved = tf.train.load_checkpoint(os.path.join(path, "variables", "variables")).get_variable_to_dtype_map()
+  saved = collections.Counter(dtype.name for dtype in saved.values() if dtype != tf.string)
+  assert saved == dtypes  # the copies alone: no float32 original of a bfloat16 kernel is saved beside it
   np.testing.assert_array_equal(served["detection_boxes"].numpy(), expected["boxes"].numpy())
   np.testing.assert_array_equal(served["detection_scores"].numpy(), expected["scores"].numpy())
   assert int(served["num_detections"].numpy().sum()) == int(expected["num_detections"].numpy().sum()) > 0
