@@ -41,13 +41,17 @@ class ExportedModel:
 
 
 class OnnxModel(ExportedModel):
-  """A model.onnx in ``onnxruntime.InferenceSession`` (CPU, ``num_threads`` intra-op threads; 0: ORT's choice)."""
+  """A model.onnx in ``onnxruntime.InferenceSession`` (CPU, ``num_threads`` intra-op threads; 0: ORT's choice).
+  ``spinning=False``: its threads sleep as soon as a call ends instead of spinning for the next one (ORT's
+  default), which leaves the cores to whatever else runs in the process (benchmarks/runtimes.py)."""
 
-  def __init__(self, path, num_threads=0):
+  def __init__(self, path, num_threads=0, spinning=True):
     super().__init__(path)
     ort = onnx_export.require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
+    if not spinning:
+      options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     self._names = [o.name for o in self._session.get_outputs()]
 
