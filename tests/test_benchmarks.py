@@ -27,6 +27,8 @@ COMMANDS = {
               "--peak_seconds=0.2", "--steps_per_loop=1,2"),
     "inference": ("inference.py", *TINY, "--batch_size=2", "--warmup=1", "--steps=1", "--calibration_images=4"),
     "eval": ("eval_speed.py", *TINY, "--rounds=2", "--config.eval.num_images=16"),
+    "runtimes": ("runtimes.py", *TINY, "--batch_size=2", "--warmup=0", "--steps=1", "--calibration_images=2",
+                 "--height=48", "--width=80"),
 }
 
 
@@ -113,6 +115,26 @@ def test_inference(outputs):
         lite[name]["model"]["ms_median"] - lite[name]["network"]["ms_median"], abs=0.011)
     assert lite[name]["detections_per_image"] == 20
   assert lite["int8"]["size_mb"] < lite["float16"]["size_mb"] < lite["float32"]["size_mb"]
+
+
+@pytest.mark.e2e
+def test_runtimes(outputs):
+  """Every runtime, precision and part at both batches (TFLite at batch 1 only), BLOCK timed calls each."""
+  r = outputs["runtimes"]
+  _check_machine(r, xla=False)
+  assert (r["bench"], r["photo_size"], r["threads"]) == ("ssd_tf_runtimes", [48, 80], 2)
+  keys = {(row["runtime"], row["precision"], row["part"], row["batch"]) for row in r["rows"]}
+  expected = {(runtime, precision, part, batch)
+              for runtime, precisions in (("tensorflow", ("float32", "bf16")), ("onnxruntime", ("float32",)),
+                                          ("openvino", ("f32", "bf16")))
+              for precision in precisions for part in ("model", "model_at_s", "network") for batch in (1, 2)}
+  expected |= {("tflite", precision, part, 1) for precision in ("float32", "int8") for part in ("model_at_s", "network")}
+  assert keys == expected and len(r["rows"]) == len(expected)
+  for row in r["rows"]:
+    _check_timing(row, row["batch"])
+    base = next(b for b in r["rows"] if (b["runtime"], b["precision"], b["part"], b["batch"]) ==
+                ("tensorflow", "float32", row["part"], row["batch"]))
+    assert row["speedup"] == pytest.approx(base["ms_median"] / row["ms_median"], rel=0.02)
 
 
 @pytest.mark.e2e

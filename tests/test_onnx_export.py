@@ -9,6 +9,10 @@ scoring them as eval mode scored the checkpoint, and the one-line errors.
 """
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -46,7 +50,7 @@ def _export_all(ssd, label_map, folder):
   return {"saved_model": lambda images: {k: v.numpy() for k, v in serving(images=tf.constant(images)).items()},
           "onnx": onnx_model.OnnxModel(onnx_path), "openvino": onnx_model.OpenVinoModel(openvino_path),
           "openvino_bf16": onnx_model.OpenVinoModel(openvino_path, precision="bf16"),
-          "paths": (onnx_path, openvino_path)}
+          "paths": (onnx_path, openvino_path), "saved_model_path": saved_model}
 
 
 def _label_map(category_ids):
@@ -264,3 +268,47 @@ def test_trained_quickstart_exports_reproduce_the_saved_model(tmp_path):
     else:
       assert figures["reproduced"] >= 0.95 * figures["confident"]
       assert ap == pytest.approx(checkpoint_ap, abs=0.01)
+
+
+def _readme_client():
+  """The README's client snippet (Serving on CPUs), with a print of what it got appended."""
+  text = (cli_helpers.REPO / "README.md").read_text()
+  block = text.split("A client needs nothing of ssd_tf:\n\n```python\n", 1)[1].split("```", 1)[0]
+  return block + "print(json.dumps(dict(count=count.tolist(), boxes=boxes.tolist(), "\
+                 "openvino=result['num_detections'].tolist())))\n"
+
+
+@pytest.mark.e2e
+def test_readme_client_runs_in_a_fresh_process(small, tmp_path):
+  """In a folder holding runs/quickstart/export/{onnx,openvino} (the small exports) and photo.jpg, the snippet
+  runs as written, with no ssd_tf on the path, and gets what the SavedModel gives for the decoded photo."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  onnx_path, openvino_path = (pathlib.Path(p) for p in small["paths"])
+  export_dir = tmp_path / "runs" / "quickstart" / "export"
+  shutil.copytree(onnx_path.parent, export_dir / "onnx")
+  shutil.copytree(openvino_path.parent, export_dir / "openvino")
+  Image.fromarray(_pictures()[0]).save(tmp_path / "photo.jpg", quality=95)
+  result = subprocess.run([sys.executable, "-c", "import json\n" + _readme_client()], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"]})
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = json.loads(result.stdout.strip().splitlines()[-1])
+  expected = small["saved_model"](np.asarray(Image.open(tmp_path / "photo.jpg").convert("RGB"))[None])
+  assert got["count"] == got["openvino"] == expected["num_detections"].tolist() and got["count"][0] > 0
+  np.testing.assert_allclose(np.array(got["boxes"]), expected["detection_boxes"], atol=1e-3)
+
+
+@pytest.mark.e2e
+def test_export_agreement_counts_every_detection_paired(small, tmp_path):
+  """benchmarks/export_agreement.py on the small exports and three photos: all paired in f32, counted alike."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  for i, picture in enumerate(_pictures()[:3]):
+    Image.fromarray(picture).save(tmp_path / f"{i}.png")
+  for model in small["paths"]:
+    result = run_cli("benchmarks/export_agreement.py", f"--saved_model={small['saved_model_path']}",
+                     f"--model={model}", f"--images={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    assert figures["images"] == 3 and figures["identical_images"] == 3
+    assert figures["paired"] == figures["detections"] > 0 and figures["reproduced"] == figures["confident"]
+    assert figures["max_score_difference"] <= 1e-4 and figures["max_box_difference"] <= 1e-3
