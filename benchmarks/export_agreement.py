@@ -14,7 +14,6 @@ score and box differences of same-category pairs at IoU >= 0.5, and "reproduced"
 """
 
 import json
-import pathlib
 import sys
 
 from absl import app
@@ -91,16 +90,10 @@ def agreement(saved_model, model, pictures, score_tolerance=1e-4, box_tolerance=
 
 def main(argv):
   with cli.user_errors(_TRACEBACK.value):
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    for flag in (_SAVED_MODEL, _MODEL, _IMAGES):
-      if not flag.value:
-        raise ValueError(f"--{flag.name} is required")
+    harness.check_arguments(argv, _SAVED_MODEL, _MODEL, _IMAGES)
     cli.import_tensorflow()
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     from ssd_tf import onnx_model  # pylint: disable=g-import-not-at-top
-    paths = sorted(p for p in pathlib.Path(_IMAGES.value).iterdir() if p.is_file())[:_MAX_IMAGES.value or None]
-    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    pictures = harness.read_pictures(_IMAGES.value, _MAX_IMAGES.value)
     model = onnx_model.load(_MODEL.value, _THREADS.value, _PRECISION.value)
     figures = agreement(_SAVED_MODEL.value, model, pictures, _SCORE_TOLERANCE.value, _BOX_TOLERANCE.value)
     print(json.dumps(dict(saved_model=_SAVED_MODEL.value, model=model.path, precision=_PRECISION.value,

@@ -180,3 +180,20 @@ def photos(coco_dir, count, height, width, split="val2017"):
   decoded = [images.decode(tf.constant(p.read_bytes())) for p in paths]
   return np.stack([np.round(np.clip(tf.image.resize(tf.cast(d, tf.float32), [height, width], antialias=True),
                                     0, 255)).astype(np.uint8) for d in decoded])
+
+
+def check_arguments(argv, *required):
+  """ValueError on stray arguments or a required flag (absl FlagHolder) left empty."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+  for flag in required:
+    if not flag.value:
+      raise ValueError(f"--{flag.name} is required")
+
+
+def read_pictures(folder, max_images=0):
+  """uint8 [H, W, 3] RGB pictures of the files of ``folder``, sorted by name, the first ``max_images`` (0: all)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  paths = sorted(p for p in pathlib.Path(folder).iterdir() if p.is_file())[:max_images or None]
+  return [np.asarray(Image.open(p).convert("RGB")) for p in paths]

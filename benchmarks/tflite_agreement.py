@@ -10,7 +10,6 @@ reproduced when the .tflite has a detection of the same category with IoU >= --m
 """
 
 import json
-import pathlib
 import sys
 
 from absl import app
@@ -58,14 +57,8 @@ def agreement(saved_model, tflite, pictures, min_score=0.5, min_iou=0.9, num_thr
 
 def main(argv):
   with cli.user_errors(_TRACEBACK.value):
-    if len(argv) > 1:
-      raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    for flag in (_SAVED_MODEL, _TFLITE, _IMAGES):
-      if not flag.value:
-        raise ValueError(f"--{flag.name} is required")
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    paths = sorted(p for p in pathlib.Path(_IMAGES.value).iterdir() if p.is_file())[:_MAX_IMAGES.value or None]
-    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    harness.check_arguments(argv, _SAVED_MODEL, _TFLITE, _IMAGES)
+    pictures = harness.read_pictures(_IMAGES.value, _MAX_IMAGES.value)
     found, total = agreement(_SAVED_MODEL.value, _TFLITE.value, pictures, _MIN_SCORE.value, _MIN_IOU.value,
                              _THREADS.value)
     print(json.dumps(dict(bench="ssd_tf_tflite_agreement", saved_model=_SAVED_MODEL.value, tflite=_TFLITE.value,

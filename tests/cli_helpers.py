@@ -92,3 +92,25 @@ def scalar_events(event_dir):
         number = len(tensor) if value.metadata.plugin_data.plugin_name == "images" else float(tensor)
         events.setdefault(value.tag, []).append((event.step, number))
   return events
+
+
+def shortened_quickstart(tmp_path_factory):
+  """`main.py` (the quickstart) shortened to 300 steps on 800 / 100 images, and its SavedModel exported in
+  float32 (the quickstart runs mixed_bfloat16 on CPUs with native bfloat16; the other exports are float32).
+
+  Returns dict(workdir, flags: --config/--workdir/--config.data.tfrecord_dir for the run, saved_model).
+  """
+  if "quickstart" not in _CACHE:
+    root = tmp_path_factory.mktemp("shortened_quickstart")
+    workdir = root / "quickstart"
+    result = run_cli("main.py", f"--workdir={workdir}", "--config.train.steps=300",
+                     "--config.data.synthetic.num_train=800", "--config.data.synthetic.num_val=100", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = [f"--config={REPO / 'configs' / 'quickstart.py'}", f"--workdir={workdir}",
+             f"--config.data.tfrecord_dir={workdir / 'tfrecords'}"]
+    result = run_cli("export_savedmodel.py", *flags, "--config.train.mixed_precision=",
+                     f"--export_dir={root / 'saved_model_float32'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _CACHE["quickstart"] = dict(workdir=workdir, flags=flags, saved_model=root / "saved_model_float32")
+  return _CACHE["quickstart"]
+

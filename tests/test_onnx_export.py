@@ -233,20 +233,13 @@ def test_eval_of_a_bad_model_path_is_one_line(model, fragment, tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_quickstart_exports_reproduce_the_saved_model(tmp_path):
+def test_trained_quickstart_exports_reproduce_the_saved_model(tmp_path_factory):
   """A shortened quickstart (300 steps, 800 images) and its float32 SavedModel: on its 100 val images the ONNX
   and OpenVINO f32 exports pair every detection (benchmarks/export_agreement.py: same category, score within
   1e-4, box within 1e-3), OpenVINO bf16 reproduces >= 95% of the confident ones; eval --model scores f32 within
   0.002 AP of eval mode (the run's mixed_bfloat16 checkpoint), bf16 within 0.01."""
-  workdir = tmp_path / "quickstart"
-  result = run_cli("main.py", f"--workdir={workdir}", "--config.train.steps=300",
-                   "--config.data.synthetic.num_train=800", "--config.data.synthetic.num_val=100", timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  flags = [f"--config={cli_helpers.REPO / 'configs' / 'quickstart.py'}", f"--workdir={workdir}",
-           f"--config.data.tfrecord_dir={workdir / 'tfrecords'}"]
-  saved_model = tmp_path / "saved_model_float32"
-  result = run_cli("export_savedmodel.py", *flags, "--config.train.mixed_precision=", f"--export_dir={saved_model}")
-  assert result.returncode == 0, result.stderr[-3000:]
+  run = cli_helpers.shortened_quickstart(tmp_path_factory)
+  workdir, flags, saved_model = run["workdir"], run["flags"], run["saved_model"]
   checkpoint_ap = json.loads((workdir / "metrics.json").read_text())["AP"]
   for export_format in ("onnx", "openvino"):
     result = run_cli("export_savedmodel.py", *flags, f"--format={export_format}")

@@ -231,28 +231,21 @@ def test_int8_without_prepared_records_is_one_line(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_quickstart_tflite_reproduces_the_saved_model(tmp_path):
+def test_trained_quickstart_tflite_reproduces_the_saved_model(tmp_path_factory):
   """A shortened quickstart (300 steps, 800 images), its SavedModel exported in float32 as the .tflite
   files are (the quickstart's own runs mixed_bfloat16 on CPUs with native bfloat16): on its val images
   the float32 and float16 .tflite reproduce >= 99% of the SavedModel's detections scored >= 0.5 (same
   class, IoU >= 0.9), int8 >= 90%; eval --model scores float32 and float16 within 0.005 AP of eval mode,
   int8 within 0.02."""
-  workdir = tmp_path / "quickstart"
-  result = run_cli("main.py", f"--workdir={workdir}", "--config.train.steps=300",
-                   "--config.data.synthetic.num_train=800", "--config.data.synthetic.num_val=100", timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  flags = [f"--config={cli_helpers.REPO / 'configs' / 'quickstart.py'}", f"--workdir={workdir}",
-           f"--config.data.tfrecord_dir={workdir / 'tfrecords'}"]
-  result = run_cli("export_savedmodel.py", *flags, "--config.train.mixed_precision=",
-                   f"--export_dir={tmp_path / 'saved_model_float32'}")
-  assert result.returncode == 0, result.stderr[-3000:]
+  run = cli_helpers.shortened_quickstart(tmp_path_factory)
+  workdir, flags, saved_model = run["workdir"], run["flags"], run["saved_model"]
   checkpoint_ap = json.loads((workdir / "metrics.json").read_text())["AP"]
   for quantize, name, floor, ap_tolerance in (("none", "float32", 0.99, 0.005), ("float16", "float16", 0.99, 0.005),
                                               ("int8", "int8", 0.90, 0.02)):
     result = run_cli("export_savedmodel.py", *flags, "--format=tflite", f"--quantize={quantize}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     path = workdir / "export" / f"tflite_{name}" / "model.tflite"
-    result = run_cli("benchmarks/tflite_agreement.py", f"--saved_model={tmp_path / 'saved_model_float32'}",
+    result = run_cli("benchmarks/tflite_agreement.py", f"--saved_model={saved_model}",
                      f"--tflite={path}", f"--images={workdir / 'synthetic' / 'val2017'}")
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout)
