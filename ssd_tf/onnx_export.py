@@ -1,6 +1,6 @@
 """An SSD as one ONNX model, or one OpenVINO IR, holding what the SavedModel's serving_images holds.
 
-The model (``FORMATS``: <export_dir>/model.onnx, or model.xml + model.bin; label_map.json beside):
+The model (<export_dir>/model.onnx, or model.xml + model.bin; label_map.json beside):
 
   input   ``images`` uint8 [B, H, W, 3] RGB, B >= 1, any H and W (one size per call)
   outputs ``detection_boxes`` float32 [B, K, 4] normalized ymin, xmin, ymax, xmax of the input image,
@@ -33,7 +33,6 @@ from ssd_tf import export
 from ssd_tf import files
 from ssd_tf import images
 
-FORMATS = ("onnx", "openvino")
 FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
 NETWORK_OUTPUTS = ("loc", "logits")
 OPSET = 17
