@@ -171,7 +171,7 @@ def test_bad_input_is_one_line_naming_it_and_changes_nothing(trained, goods, tmp
     ("main.py", ["--mode=data_service", "--data_service_role=dispatcher", "--data_service_port=port"],
      "--data_service_port"),
     ("export_savedmodel.py", ["--calibration_images=1.5"], "--calibration_images"),
-    ("export_savedmodel.py", ["--format=onnx"], "--format"),
+    ("export_savedmodel.py", ["--format=pb"], "--format"),
 ], ids=["eval_threads", "train_steps", "data_service_port", "export_calibration", "export_format"])
 def test_a_value_of_the_wrong_type_is_one_line_naming_the_flag(trained, tmp_path, script, args, fragment):
   run = tmp_path / "run"
