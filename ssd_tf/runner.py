@@ -135,10 +135,11 @@ def evaluate_exported(config, path, num_threads=2, precision="f32"):
   call, the label map beside it), an .onnx in ONNX Runtime or an OpenVINO .xml at ``precision``
   (onnx_export; the batches of the eval pipeline, the label map inside), or the folder of one. Results go
   to <its folder>/eval."""
-  tflite_path = os.path.join(path, "model.tflite") if os.path.isdir(path) else path
-  if tflite_path.endswith(".tflite") and (os.path.isfile(tflite_path) or not os.path.isdir(path)):
-    model = tflite_model.TFLiteModel(tflite_path, num_threads)
-    label_map = LabelMap.load(os.path.join(os.path.dirname(tflite_path), "label_map.json"))
+  if os.path.isfile(os.path.join(path, "model.tflite")):  # a folder holding a .tflite
+    path = os.path.join(path, "model.tflite")
+  if path.endswith(".tflite"):
+    model = tflite_model.TFLiteModel(path, num_threads)
+    label_map = LabelMap.load(os.path.join(os.path.dirname(path), "label_map.json"))
   else:
     model = onnx_model.load(path, num_threads, precision)
     label_map = model.label_map
@@ -197,9 +198,7 @@ def export_tflite_run(config, workdir, quantize, checkpoint=None, export_dir=Non
     records_dir = config.data.tfrecord_dir or run.load_config().data.tfrecord_dir
     images = calibration.calibration_images(records_dir, config.data.train_split, calibration_images,
                                             config.model.image_size, config.model.resize_antialias)
-  config = config.copy_and_resolve_references()
-  config.train.mixed_precision = ""
-  ssd = SSD.from_run(workdir, checkpoint, config)
+  ssd = _float32_ssd(config, workdir, checkpoint)
   path = tflite_export.write(tflite_export.convert(ssd, quantize, images), label_map, export_dir)
   print(f"TFLite model ({name}) written to {path}", flush=True)
   return path
@@ -215,14 +214,20 @@ def export_onnx_run(config, workdir, export_format, checkpoint=None, export_dir=
   onnx_export.require("tf2onnx", export_format)  # before the slow part
   if export_format == "openvino":
     onnx_export.require("openvino", export_format)
-  config = config.copy_and_resolve_references()
-  config.train.mixed_precision = ""
-  model = onnx_export.to_onnx(SSD.from_run(workdir, checkpoint, config), label_map)
+  model = onnx_export.to_onnx(_float32_ssd(config, workdir, checkpoint), label_map)
   if export_format == "openvino":
     model = onnx_export.to_openvino(model)
   path = onnx_export.write(model, label_map, export_dir)
   print(f"{'ONNX' if export_format == 'onnx' else 'OpenVINO'} model written to {path}", flush=True)
   return path
+
+
+def _float32_ssd(config, workdir, checkpoint=None):
+  """The run's SSD built in float32 whatever its train.mixed_precision (what the TFLite, ONNX and OpenVINO
+  converters take)."""
+  config = config.copy_and_resolve_references()
+  config.train.mixed_precision = ""
+  return SSD.from_run(workdir, checkpoint, config)
 
 
 def predict_images(config, workdir, patterns, checkpoint=None, saved_model=None, output_dir=None):
