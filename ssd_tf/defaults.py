@@ -72,19 +72,21 @@ def base_config():
   c.seed = 0
 
   c.model = ml_collections.ConfigDict(dict(
-      backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16
+      backbone="resnet50",         # resnet18 | resnet34 | resnet50 | resnet101 | vgg16 | mobilenet_v3_large
       backbone_weights="imagenet", # None | "imagenet" | a torchvision ResNet .pth | a .weights.h5 file
       init_from="",                # fine-tuning: a run directory or checkpoint prefix whose weights of the
                                    # same name and shape start a fresh run (ssd_tf/init_from.py)
       backbone_taps=(),            # stages feeding the heads; (): the backbone's default (backbones/)
-      backbone_variant="",         # "" (the backbone's default) | keras | torchvision (backbones/)
-      input_normalization="",      # "" (the backbone's) | caffe | torch | rgb_mean (backbones/layers.py)
+      backbone_variant="",         # "" (the backbone's default) | keras | torchvision | reduced_tail (backbones/)
+      input_normalization="",      # "" (the backbone's) | caffe | torch | rgb_mean | tf (backbones/layers.py)
       resize_antialias=True,       # inference resize to image_size (eval, predict, SavedModel); False:
                                    # plain bilinear, as torchvision's detection transform
       image_size=300,
       num_classes=80,              # foreground classes C; logits have C + 1 columns
       extra_layers=SSD300_EXTRAS,  # (mid, out, stride, "same" | "valid" | "symmetric") per level
       extra_batchnorm=True,        # extra levels conv-BN-ReLU; False: conv with bias, ReLU (torchvision)
+      ssdlite=False,               # SSDLite: depthwise-separable extra levels and heads, BN, ReLU6 (model.py)
+      batchnorm_epsilon=1e-5,      # of the extra levels' and SSDLite heads' BatchNorm
       batchnorm_synchronized=False,  # cross-replica BatchNorm statistics
       batchnorm_momentum=0.99,
       head_kernel_size=3,
@@ -241,6 +243,7 @@ def _add_missing(config, reference):
 RANGES = {
     "model.image_size": (32, None),
     "model.num_classes": (1, None),
+    "model.batchnorm_epsilon": (0, None),
     "data.max_boxes": (1, None),
     "data.max_image_pixels": (0, None),
     "train.batch_size": (1, None),
@@ -264,8 +267,8 @@ RANGES = {
 
 # Fields that take one of a few names, checked by check_ranges.
 CHOICES = {
-    "model.backbone_variant": ("", "keras", "torchvision"),
-    "model.input_normalization": ("", "caffe", "torch", "rgb_mean"),
+    "model.backbone_variant": ("", "keras", "torchvision", "reduced_tail"),
+    "model.input_normalization": ("", "caffe", "torch", "rgb_mean", "tf"),
     "anchors.clip": ("corners", "size", "centre_size", "none"),
     "postprocess.clip_boxes": ("after_nms", "before_nms", "none"),
 }

@@ -4,11 +4,19 @@ Output layout follows ``ssd_tf.anchors.default_boxes``: levels in order, cells
 row-major, ``boxes_per_cell`` boxes per cell; row n of ``loc``/``logits`` belongs
 to default box n.
 
+SSDLite (model.ssdlite, the MobileNetV2 paper's; torchvision's ``ssdlite.py``): every extra level
+and head is depthwise-separable with BatchNorm (epsilon model.batchnorm_epsilon) and ReLU6: an extra
+level is 1x1 conv to ``mid`` -> depthwise 3x3 (stride) -> 1x1 conv to ``out``, each conv-BN-ReLU6; a
+head is depthwise ``head_kernel_size`` conv-BN-ReLU6 then a 1x1 conv with bias. Their convs start
+from N(0, 0.03), as torchvision's.
+
 Layer names: the backbone is one nested layer named after it (``resnet50``,
 ``vgg16``...); extra levels ``extra{k}_{1,2}_{conv,bn,relu}`` (``_pad`` before a
-"symmetric" conv; no ``_bn`` without model.extra_batchnorm); heads
-``level{k}_loc`` and ``level{k}_logits`` (k = 0 for the finest level).
-Weight decay is left to the optimizer (no kernel regularizers).
+"symmetric" conv; no ``_bn`` without model.extra_batchnorm; SSDLite adds ``extra{k}_3``,
+its ``_2_conv`` is the depthwise one); heads ``level{k}_loc`` and ``level{k}_logits``
+(k = 0 for the finest level; SSDLite's depthwise part before each is
+``level{k}_{loc,logits}_depthwise_{conv,bn,relu}``).
+Weight decay is a loss term (ssd_tf/optim.py), not kernel regularizers.
 """
 
 import functools
@@ -19,6 +27,37 @@ from ssd_tf import anchors
 from ssd_tf import batch_norm
 from ssd_tf.backbones import build_backbone
 from ssd_tf.backbones.layers import CONV_INIT, NORMALIZATIONS
+
+
+# SSDLite's convs (torchvision's _normal_init), as a config so that each layer draws its own values.
+SSDLITE_INIT = {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 0.03}}
+
+
+def _pad(x, padding, name):
+  """(x, the conv's padding): "symmetric" pads 1 on every side first, as PyTorch does."""
+  if padding == "symmetric":
+    return keras.layers.ZeroPadding2D(1, name=name)(x), "valid"
+  return x, padding
+
+
+def _ssdlite_conv(x, channels, kernel, stride, padding, name, norm):
+  """conv (depthwise when ``channels`` is None) -> BN -> ReLU6, ``{name}_{conv,bn,relu}``."""
+  if channels is None:
+    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False,
+                                     depthwise_initializer=SSDLITE_INIT, name=f"{name}_conv")(x)
+  else:
+    x = keras.layers.Conv2D(channels, kernel, strides=stride, padding=padding, use_bias=False,
+                            kernel_initializer=SSDLITE_INIT, name=f"{name}_conv")(x)
+  return keras.layers.ReLU(6.0, name=f"{name}_relu")(norm(name=f"{name}_bn")(x))
+
+
+def _ssdlite_extra_level(x, spec, name, norm):
+  """SSDLite's extra level: 1x1 to ``mid``, depthwise 3x3 (stride, padding), 1x1 to ``out``."""
+  mid, out, stride, padding = spec
+  x = _ssdlite_conv(x, mid, 1, 1, "same", f"{name}_1", norm)
+  x, padding = _pad(x, padding, f"{name}_2_pad")
+  x = _ssdlite_conv(x, None, 3, stride, padding, f"{name}_2", norm)
+  return _ssdlite_conv(x, out, 1, 1, "same", f"{name}_3", norm)
 
 
 def _extra_level(x, spec, name, norm):
@@ -34,9 +73,7 @@ def _extra_level(x, spec, name, norm):
   if norm:
     x = norm(name=f"{name}_1_bn")(x)
   x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-  if padding == "symmetric":
-    x = keras.layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
-    padding = "valid"
+  x, padding = _pad(x, padding, f"{name}_2_pad")
   x = conv(out, 3, strides=stride, padding=padding, name=f"{name}_2_conv")(x)
   if norm:
     x = norm(name=f"{name}_2_bn")(x)
@@ -76,18 +113,26 @@ def build_network(config, backbone_weights):
   images = keras.Input((m.image_size, m.image_size, 3), dtype="float32", name="images")
   features = backbone.taps(images)
   _check_extra_layers(config, len(features))
-  norm = functools.partial(batch_norm.BatchNormalization, momentum=m.batchnorm_momentum, epsilon=1e-5,
+  if m.ssdlite and not m.extra_batchnorm:
+    raise ValueError("model.ssdlite needs model.extra_batchnorm=True (SSDLite's layers are conv-BN-ReLU6)")
+  norm = functools.partial(batch_norm.BatchNormalization, momentum=m.batchnorm_momentum,
+                           epsilon=m.batchnorm_epsilon,
                            synchronized=m.batchnorm_synchronized) if m.extra_batchnorm else None
+  extra_level = _ssdlite_extra_level if m.ssdlite else _extra_level
   for k, spec in enumerate(m.extra_layers):
-    features.append(_extra_level(features[-1], spec, f"extra{k}", norm))
+    features.append(extra_level(features[-1], spec, f"extra{k}", norm))
 
   columns = {"loc": 4, "logits": m.num_classes + 1}
   outputs = {}
   for kind, width in columns.items():
     flat = []
     for k, (feature, boxes) in enumerate(zip(features, num_boxes)):
-      x = keras.layers.Conv2D(boxes * width, m.head_kernel_size, padding="same",
-                              name=f"level{k}_{kind}")(feature)
+      if m.ssdlite:
+        feature = _ssdlite_conv(feature, None, m.head_kernel_size, 1, "same", f"level{k}_{kind}_depthwise", norm)
+        x = keras.layers.Conv2D(boxes * width, 1, kernel_initializer=SSDLITE_INIT, name=f"level{k}_{kind}")(feature)
+      else:
+        x = keras.layers.Conv2D(boxes * width, m.head_kernel_size, padding="same",
+                                name=f"level{k}_{kind}")(feature)
       flat.append(keras.layers.Reshape((-1, width), name=f"level{k}_{kind}_flat")(x))
     x = flat[0] if len(flat) == 1 else keras.layers.Concatenate(axis=1, name=f"{kind}_concat")(flat)
     # float32 under any mixed-precision policy

@@ -41,7 +41,8 @@ DETECTIONS = "detections.json"
 # says where a fresh run's first weights came from.
 MEANING_FIELDS = ("model.backbone", "model.backbone_taps", "model.backbone_variant", "model.input_normalization",
                   "model.resize_antialias", "model.image_size", "model.num_classes", "model.extra_layers",
-                  "model.extra_batchnorm", "model.head_kernel_size", "anchors.strides", "anchors.scales",
+                  "model.extra_batchnorm", "model.ssdlite", "model.batchnorm_epsilon", "model.head_kernel_size",
+                  "anchors.strides", "anchors.scales",
                   "anchors.min_scale", "anchors.max_scale", "anchors.aspect_ratios", "anchors.clip",
                   "box_coder.variances")
 

@@ -15,7 +15,10 @@ import ssd_tf
 torch = pytest.importorskip("torch")  # reading .pth files needs torch (requirements-test.txt)
 
 pytestmark = pytest.mark.e2e
-CONFIGS = {"torchvision": "configs/ssd300_vgg16_torchvision.py", "nvidia": "configs/ssd300_resnet50_nvidia.py"}
+CONFIGS = {"torchvision": "configs/ssd300_vgg16_torchvision.py", "nvidia": "configs/ssd300_resnet50_nvidia.py",
+           "torchvision_ssdlite": "configs/ssdlite320_mobilenet_v3_large_torchvision.py"}
+FILES = {"torchvision": "ssd300_vgg16_coco-b556d3b4.pth", "nvidia": "nvidia_ssdpyt.pt",
+         "torchvision_ssdlite": "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"}
 
 
 def _save_pth(kind, path):
@@ -35,7 +38,7 @@ def converted(request, tmp_path_factory, coco_tiny_dir):
   del coco_tiny_dir
   kind = request.param
   tmp = tmp_path_factory.mktemp(f"convert_{kind}")
-  source = _save_pth(kind, tmp / ("ssd300_vgg16_coco.pth" if kind == "torchvision" else "nvidia_ssdpyt.pt"))
+  source = _save_pth(kind, tmp / FILES[kind])
   workdir = tmp / "run"
   result = cli_helpers.run_cli("main.py", "--mode=convert", f"--config={CONFIGS[kind]}", f"--source={source}",
                                f"--workdir={workdir}")
@@ -52,7 +55,7 @@ def test_run_directory_holds_checkpoint_config_and_coco_label_map(converted):
   entries = json.loads((workdir / "label_map.json").read_text())
   names = {e["category_id"]: e["name"] for e in entries}
   assert names[1] == "person" and names[90] == "toothbrush" and len(set(names)) == len(entries)
-  if converted["kind"] == "torchvision":  # label i = column i = COCO category id i, unused ids named N/A
+  if golden.framework == "torchvision":  # label i = column i = COCO category id i, unused ids named N/A
     assert [e["category_id"] for e in entries] == list(range(1, 91)) and names[12] == names[26] == "N/A"
   else:
     assert len(entries) == 80 and 12 not in names
@@ -67,7 +70,7 @@ def test_python_api_detects_what_the_source_detects(converted):
     golden_sources.assert_same_detections(
         np.array([d.box for d in detections]), np.array([d.score for d in detections]),
         np.array([d.category_id for d in detections]), golden.golden_detections(i), size,
-        golden.config.postprocess.score_threshold)
+        golden.config.postprocess.score_threshold, **golden.tolerances)
 
 
 def test_predict_and_export_use_the_converted_run(converted, tmp_path):

@@ -6,9 +6,10 @@
 | resnet50, resnet101 | "keras" (default): v1 | conv4: 38x38x1024 | caffe (BGR - mean) | "imagenet" |
 | resnet50, resnet101 | "torchvision": v1.5 | conv4: 38x38x1024 | torch mean/std | torchvision .pth |
 | vgg16 | "" only | conv4_3 (L2-normalized): 38x38x512, conv7: 19x19x1024 | caffe | "imagenet" |
+| mobilenet_v3_large | "" (ImageNet) or "reduced_tail" | 320 px: block 13 expansion 20x20x672, last conv 10x10x960 (480) | torch mean/std | torchvision .pth |
 
 "imagenet": keras.applications' ResNet50/101 or VGG16 (downloaded); torchvision .pth: a file of
-torchvision's ImageNet ResNets (``ssd_tf.convert``; reading it needs torch).
+torchvision's ImageNet ResNets or MobileNetV3-Large (``ssd_tf.convert``; reading it needs torch).
 
 ResNets can also tap ("conv3", "conv4"): 38x38x128 and 19x19x256 (ResNet-18/34),
 38x38x512 and 19x19x1024 (ResNet-50/101); see ``resnet.TAPS``.
@@ -20,10 +21,10 @@ from typing import NamedTuple
 import keras
 from absl import logging
 
-from ssd_tf.backbones import resnet, vgg
-from ssd_tf.convert import pth, torchvision_resnet
+from ssd_tf.backbones import mobilenet, resnet, vgg
+from ssd_tf.convert import pth, torchvision_mobilenet, torchvision_resnet
 
-NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
+NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "mobilenet_v3_large")
 
 
 class Backbone(NamedTuple):
@@ -47,13 +48,14 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
   default (the table above). Only the ResNets offer a choice (``resnet.TAPS``).
 
   ``variant``: "" (the backbone's default) or, for the ResNets, "keras" or
-  "torchvision" (the table above; ``resnet.VARIANTS``).
+  "torchvision" (``resnet.VARIANTS``), for MobileNetV3 "reduced_tail" (the table above).
 
   ``weights``: None or "" (random initialization), "imagenet" (keras.applications
   download; resnet50, resnet101 of variant "keras", vgg16), the path of a torchvision
   ResNet ``.pth`` / ``.pt`` file (variant "torchvision"; reading it needs torch) or of a
-  ``.weights.h5`` file saved with ``build_backbone(name, variant=...).model.save_weights(path)``.
-  The BatchNorm arguments apply to the ResNets (VGG-16 has no BatchNorm).
+  ``.weights.h5`` file saved with ``build_backbone(name, variant=...).model.save_weights(path)``;
+  for mobilenet_v3_large a torchvision ``.pth`` file (variant "") but not "imagenet".
+  The BatchNorm arguments apply to the ResNets and MobileNetV3 (VGG-16 has no BatchNorm).
   """
   if name == "vgg16":
     if taps and tuple(taps) != vgg.TAPS:
@@ -61,6 +63,11 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
     if variant:
       raise ValueError(f"vgg16 has a single variant: model.backbone_variant must be '', got {variant!r}")
     model, normalization = vgg.build_vgg16(), vgg.normalization()
+  elif name == "mobilenet_v3_large":
+    if taps:
+      raise ValueError(f"mobilenet_v3_large taps are fixed (block 13's expansion, the last conv), got {tuple(taps)}")
+    model = mobilenet.build_mobilenet_v3_large(variant, batchnorm_momentum, batchnorm_synchronized)
+    normalization = mobilenet.normalization()
   elif name in NAMES:
     depth = int(name[len("resnet"):])
     variant = resnet.resolve_variant(depth, variant)
@@ -71,6 +78,9 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NAMES)}")
 
   if weights == "imagenet":
+    if name == "mobilenet_v3_large":
+      raise ValueError("mobilenet_v3_large takes torchvision's ImageNet file (mobilenet_v3_large-8738ca79.pth, "
+                       "model.backbone_variant='') as model.backbone_weights, not 'imagenet'")
     if name == "vgg16":
       vgg.load_imagenet_weights(model)
     else:
@@ -84,8 +94,12 @@ def build_backbone(name, weights=None, batchnorm_momentum=0.99, batchnorm_synchr
 
 def _load_torchvision_file(name, model, variant, path):
   if name == "vgg16":
-    raise ValueError(f"{path}: vgg16 takes no PyTorch weights (only the torchvision ResNets convert); use "
-                     f"'imagenet' or a .weights.h5 file")
+    raise ValueError(f"{path}: vgg16 takes no PyTorch weights (only the torchvision ResNets and MobileNetV3 "
+                     f"convert); use 'imagenet' or a .weights.h5 file")
+  if name == "mobilenet_v3_large":
+    unused = torchvision_mobilenet.load_mobilenet(model, pth.read_state_dict(path), source=path)
+    logging.info("%s: %d classifier entries unused (SSDLite stops at the last conv)", path, len(unused))
+    return
   if variant != "torchvision":
     raise ValueError(f"{path} holds torchvision ResNet weights: set model.backbone_variant='torchvision' "
                      f"for {name} (variant '{variant}' is keras.applications' ResNet)")

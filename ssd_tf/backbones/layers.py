@@ -60,7 +60,13 @@ def rgb_mean_normalization(name="rgb_mean_normalization"):
   return ImageNormalization([255.0 * m for m in SSD_VGG16_MEAN_RGB], (1.0, 1.0, 1.0), name=name)
 
 
-NORMALIZATIONS = {"caffe": caffe_normalization, "torch": torch_normalization, "rgb_mean": rgb_mean_normalization}
+def tf_normalization(name="tf_normalization"):
+  """RGB to [-1, 1]: x / 127.5 - 1, keras.applications' 'tf' mode (torchvision's SSDLite: mean = std = 0.5)."""
+  return ImageNormalization((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), name=name)
+
+
+NORMALIZATIONS = {"caffe": caffe_normalization, "torch": torch_normalization, "rgb_mean": rgb_mean_normalization,
+                  "tf": tf_normalization}
 
 
 def weighted_layer_names(model):

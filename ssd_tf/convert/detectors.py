@@ -1,4 +1,5 @@
-"""A published detector checkpoint -> an ssd_tf SSD: torchvision's SSD300-VGG16 or NVIDIA's SSD300-ResNet50."""
+"""A published detector checkpoint -> an ssd_tf SSD: torchvision's SSD300-VGG16 and SSDLite320-MobileNetV3-Large,
+NVIDIA's SSD300-ResNet50."""
 
 import tensorflow as tf
 
@@ -6,6 +7,7 @@ from ssd_tf import run_dir
 from ssd_tf.convert import nvidia_ssd
 from ssd_tf.convert import pth
 from ssd_tf.convert import torchvision_ssd
+from ssd_tf.convert import torchvision_ssdlite
 from ssd_tf.convert import weights
 from ssd_tf.ssd import SSD
 
@@ -13,6 +15,8 @@ from ssd_tf.ssd import SSD
 DETECTORS = (
     ("torchvision SSD300-VGG16", torchvision_ssd, "vgg16", "configs/ssd300_vgg16_torchvision.py"),
     ("NVIDIA SSD300-ResNet50", nvidia_ssd, "resnet50", "configs/ssd300_resnet50_nvidia.py"),
+    ("torchvision SSDLite320-MobileNetV3-Large", torchvision_ssdlite, "mobilenet_v3_large",
+     "configs/ssdlite320_mobilenet_v3_large_torchvision.py"),
 )
 
 

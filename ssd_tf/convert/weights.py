@@ -4,6 +4,7 @@ PyTorch conv kernels are [O, I, kh, kw], Keras' [kh, kw, I, O]; a BatchNorm's we
 running_mean, running_var are Keras' gamma, beta, moving_mean, moving_variance.
 """
 
+import keras
 import numpy as np
 
 
@@ -85,6 +86,15 @@ class Assigner:
       values = [v[..., channel_order] for v in values]
     self.set(layer, values)
 
+  def depthwise_conv(self, layer, prefix):
+    """Depthwise conv ``prefix``.weight [C, 1, kh, kw] (+ .bias [C] when the layer has one)."""
+    height, width, channels, multiplier = layer.kernel.shape
+    kernel = self.state.take(f"{prefix}.weight", (channels * multiplier, 1, height, width))
+    values = [kernel.reshape(channels, multiplier, height, width).transpose(2, 3, 0, 1)]
+    if len(layer.weights) > 1:
+      values.append(self.state.take(f"{prefix}.bias", (channels * multiplier,)))
+    self.set(layer, values)
+
   def batch_norm(self, layer, prefix):
     """BatchNorm ``prefix``.{weight, bias, running_mean, running_var}; num_batches_tracked (absent from
     torchvision's oldest files) is dropped."""
@@ -92,6 +102,13 @@ class Assigner:
     self.set(layer, [self.state.take(f"{prefix}.{leaf}", shape)
                      for leaf in ("weight", "bias", "running_mean", "running_var")])
     self.state.discard(f"{prefix}.num_batches_tracked")
+
+  def conv_bn(self, network, name, prefix):
+    """Layers ``{name}_conv`` (depthwise or not) and ``{name}_bn`` from torchvision's Conv2dNormActivation
+    ``prefix`` (``{prefix}.0`` the conv, ``{prefix}.1`` the BatchNorm)."""
+    conv = network.get_layer(f"{name}_conv")
+    (self.depthwise_conv if isinstance(conv, keras.layers.DepthwiseConv2D) else self.conv)(conv, f"{prefix}.0")
+    self.batch_norm(network.get_layer(f"{name}_bn"), f"{prefix}.1")
 
   def check_complete(self):
     """ValueError naming the first network weights no source entry set."""

@@ -13,13 +13,16 @@ COCO sample ($COCO_TINY_DIR, else ../shared/data/coco_tiny beside the repository
 Writes into tests/golden/ (re-running rewrites the same files; the .npz files carry fixed zip timestamps):
 
 - ``torchvision_resnet{18,34,50,101}.npz/.json``: ``torchvision.models.resnetD(weights=None)`` with its full state
-  dict seeded (layer4 and fc included, as in a real .pth). Input: one COCO val image, 160x160 centre crop, uint8
+  dict seeded (layer4 and fc included, as in a real .pth); ``torchvision_mobilenet_v3_large.npz/.json`` the same for
+  ``mobilenet_v3_large(weights=None)`` (classifier included), outputs SSDLite's taps ``c4`` and ``c5``. Input: one COCO val image, 160x160 centre crop, uint8
   (``image`` [160, 160, 3]); ``to_tensor`` (x / 255) then ImageNet mean/std. Outputs ``layer2`` [1, 20, 20, C]
   and ``layer3`` [1, 10, 10, C], float32 NHWC.
 - ``torchvision_ssd300_vgg16.npz/.json``: ``ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91)``
   in eval mode with its defaults, on three whole COCO val images of different sizes (PIL RGB, float [0, 1] CHW).
   Default boxes, samples of the transformed 300x300 inputs, raw head outputs (full ``bbox_regression``,
   ``cls_logits`` at a row subset), the final detections of ``model(images)``, backbone feature statistics.
+- ``torchvision_ssdlite320_mobilenet_v3_large.npz/.json``: ``ssdlite320_mobilenet_v3_large(weights=None,
+  weights_backbone=None, num_classes=91)`` (reduced tail) on the same three images, the same arrays.
 - ``nvidia_ssd300.npz/.json`` and ``nvidia_input_{0,1,2}.jpg``: NVIDIA's SSD300-ResNet50 (``nvidia_ssd300.py``) on
   three 300x300 centre crops saved as JPEG (quality 90), so that their Resize((300, 300)) is an identity. Default
   boxes, raw ``locs`` (full) and ``confs`` (row subset), detections decoded as their evaluate.py does.
@@ -29,6 +32,7 @@ Each json's ``arrays`` describes the arrays of its npz. The TensorFlow-vs-PIL JP
 """
 
 import argparse
+import copy
 import hashlib
 import io
 import json
@@ -47,6 +51,8 @@ import torch
 import torchvision
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection import SSD300_VGG16_Weights
+from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
 import torchvision.transforms.functional as TF
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -67,6 +73,8 @@ RESNET_CROP = 160
 TV_SEED = 2300
 TV_IMAGES = ["val2017/000000184324.jpg", "val2017/000000166918.jpg", "val2017/000000404484.jpg"]
 NV_SEED = 3300
+SSDLITE_SEED = 5320
+MOBILENET_SEED = 5300
 NV_IMAGES = ["val2017/000000376322.jpg", "val2017/000000357888.jpg", "val2017/000000025603.jpg"]
 ROWS_SEED = 4000          # the seeded subset of default boxes whose class logits are stored
 ROWS_RANDOM = 512         # ... plus the TOP_ROWS boxes of highest foreground score of each image
@@ -86,6 +94,7 @@ TV_FEATURE_RMS = [0.89, 90.4, 85.1, 97.0, 89.6, 97.9]
 TV_BG_BIAS = 30.0
 NV_FEATURE_RMS = [4.06, 2.24, 1.25, 0.893, 0.722, 0.442]
 NV_BG_BIAS = 31.0
+SSDLITE_BG_BIAS = 30.0
 
 
 def versions():
@@ -277,8 +286,23 @@ def tv_images():
 
 def make_torchvision_ssd(jpeg_check):
   model = tv_model()
-  spec = tv_spec(model)
-  digest = load_seeded(model, spec, TV_SEED)
+  write_torchvision_detector("torchvision_ssd300_vgg16", model, tv_spec(model), TV_SEED,
+                             "ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91)",
+                             SSD300_VGG16_Weights.COCO_V1.meta["categories"], TV_FEATURE_RMS, jpeg_check,
+                             spec_rules="seeded.spec_for(shapes, weight_gain=sqrt(2), l2norm_names=['backbone.scale_weight'], "
+                                        "overrides=head): conv weights N(0, sqrt(2/fan_in)); biases N(0, 0.05); scale_weight "
+                                        "N(20, 2); head convs as head_calibration")
+
+
+def write_torchvision_detector(name, model, spec, seed, builder, categories, feature_rms, jpeg_check, spec_rules,
+                               exact_input=False):
+  """Writes <name>.npz/.json: a torchvision SSD (model, eval mode) with ``spec``'s seeded weights on TV_IMAGES.
+
+  ``exact_input``: also the raw head outputs for the first image's centre S x S crop (``crop``, uint8), which
+  the transform does not resize, so that a converted network sees exactly torchvision's input.
+  """
+  digest = load_seeded(model, spec, seed)
+  size = model.transform.fixed_size[0]
   pil, images = tv_images()
   with torch.no_grad():
     detections = model(images)
@@ -291,7 +315,7 @@ def make_torchvision_ssd(jpeg_check):
         model.postprocess_detections(head, anchors, image_list.image_sizes), image_list.image_sizes,
         [tuple(im.shape[-2:]) for im in images])
     grid = [list(f.shape[-2:]) for f in features]
-    cxcywh = model.anchor_generator._grid_default_boxes(grid, [300, 300])  # pylint: disable=protected-access
+    cxcywh = model.anchor_generator._grid_default_boxes(grid, [size, size])  # pylint: disable=protected-access
   for d, e in zip(detections, again):
     for k in ("boxes", "scores", "labels"):
       assert torch.equal(d[k], e[k]), k
@@ -327,73 +351,173 @@ def make_torchvision_ssd(jpeg_check):
     feature_stats.append({"shape_nchw": [1, *f0.shape], "mean": float(f0.mean()), "std": float(f0.std()),
                           "min": float(f0.min()), "max": float(f0.max()),
                           "rms": float(np.sqrt((f0.astype(np.float64) ** 2).mean()))})
-  write_npz("torchvision_ssd300_vgg16.npz", arrays)
+  array_notes = {}
+  if exact_input:
+    image = pil[0]
+    left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+    crop = np.asarray(image.crop((left, top, left + size, top + size)))
+    arrays["crop"] = crop
+    for suffix, net, dtype in (("", model, torch.float32), ("_float64", copy.deepcopy(model).double(), torch.float64)):
+      with torch.no_grad():
+        crop_list, _ = net.transform([TF.to_tensor(crop).to(dtype)])
+        crop_head = net.head(list(net.backbone(crop_list.tensors).values()))
+      arrays[f"crop_bbox_regression{suffix}"] = crop_head["bbox_regression"].numpy()
+      arrays[f"crop_cls_logits_rows{suffix}"] = crop_head["cls_logits"].numpy()[:, rows, :]
+    array_notes = {"crop": f"uint8 [{size}, {size}, 3] centre crop (left {left}, top {top}) of image 0, PIL RGB",
+                   "crop_bbox_regression": f"[1, {n_boxes}, 4] raw head output for the crop (no resize: same size)",
+                   "crop_cls_logits_rows": "[1, R, 91] raw class logits for the crop at rows",
+                   "crop_*_float64": "the same computed in float64 (model.double()): what float32 rounding "
+                                     "alone costs torchvision, the yardstick for a converted float32 network"}
+  write_npz(f"{name}.npz", arrays)
 
   stats = [score_stats(max_fg[i], model.score_thresh, arrays[f"det{i}_scores"], arrays[f"det{i}_labels"])
            for i in range(len(images))]
   coder = model.box_coder
-  write_json("torchvision_ssd300_vgg16.json", {
-      "source": "torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91), "
-                "eval mode, float32; model(list of images)",
-      "seed": TV_SEED,
+  write_json(f"{name}.json", {
+      "source": f"torchvision.models.detection.{builder}, eval mode, float32; model(list of images)",
+      "seed": seed,
       **versions(),
       "images": [{"file": f, "size_wh": list(p.size), "pil_rgb_sha256": rgb_sha256(p)}
                  for f, p in zip(TV_IMAGES, pil)],
       "input": "PIL RGB, whole image -> to_tensor (float [0, 1] CHW); the model's GeneralizedRCNNTransform: "
-               "(x - mean) / std, then F.interpolate(size=(300, 300), mode='bilinear', align_corners=False) "
+               f"(x - mean) / std, then F.interpolate(size=({size}, {size}), mode='bilinear', align_corners=False) "
                "(no antialias), per image, normalization before the resize",
       "transform": {"image_mean": model.transform.image_mean, "image_std": model.transform.image_std,
                     "fixed_size": list(model.transform.fixed_size), "size_divisible": model.transform.size_divisible},
       "thresholds": {"score_thresh": model.score_thresh, "nms_thresh": model.nms_thresh,
                      "detections_per_img": model.detections_per_img, "topk_candidates": model.topk_candidates},
       "postprocess": "softmax over 91 columns; boxes decoded with BoxCoder(weights) from (dx, dy, dw, dh), dw/dh "
-                     "clamped at bbox_xform_clip, clipped to the 300x300 image; for each column 1..90: "
+                     f"clamped at bbox_xform_clip, clipped to the {size}x{size} image; for each column 1..90: "
                      "score > score_thresh, top topk_candidates; batched_nms (per label) at nms_thresh; first "
-                     "detections_per_img by score; boxes scaled to the original image (x * W/300, y * H/300)",
+                     f"detections_per_img by score; boxes scaled to the original image (x * W/{size}, y * H/{size})",
       "box_coder": {"weights": list(coder.weights), "bbox_xform_clip": coder.bbox_xform_clip},
       "anchor_generator": {"aspect_ratios": model.anchor_generator.aspect_ratios,
                            "scales": model.anchor_generator.scales, "steps": model.anchor_generator.steps,
                            "clip": model.anchor_generator.clip,
-                           "order": "per level (38, 19, 10, 5, 3, 1): row y, column x, then the A pairs "
+                           "order": f"per level {tuple(g[0] for g in grid)}: row y, column x, then the A pairs "
                                     "[s, s], [s', s'], then per ratio r [s*sqrt(r), s/sqrt(r)], [s/sqrt(r), s*sqrt(r)]"
-                                    "; clip clamps only w, h to [0, 1] (cx, cy as computed: (j + 0.5) / (300 / step))",
+                                    "; clip clamps only w, h to [0, 1] (cx, cy as computed: (j + 0.5) / (size / step), "
+                                    "step = size / grid side when steps is None)",
                            "cx_cy_min_max": [float(cxcywh[:, :2].min()), float(cxcywh[:, :2].max())]},
       "head_layout": "conv output [B, A*K, H, W] -> view [B, A, K, H, W] -> permute [B, H, W, A, K] -> [B, HWA, K]; "
                      "channel c = a * K + k; box n = (y * W + x) * A + a within a level; levels concatenated",
-      "categories": SSD300_VGG16_Weights.COCO_V1.meta["categories"],
+      "categories": categories,
       "labels_note": "labels are column indices 0..90 of the categories list (COCO category ids; '__background__' "
                      "at 0, 'N/A' at unused ids); random weights also detect in 'N/A' columns",
       "jpeg_decode_check": jpeg_check,
       "arrays": {
-          "default_boxes_xyxy": "[8732, 4] model.anchor_generator output for a 300x300 batch: pixel x1, y1, x2, y2",
-          "default_boxes_cxcywh": "[8732, 4] normalized cx, cy, w, h before the conversion (after the w, h clamp)",
-          "input_sample_index": "[S] flat indices into one CHW [3, 300, 300] transformed input",
+          "default_boxes_xyxy": f"[{n_boxes}, 4] model.anchor_generator output for a {size}x{size} batch: pixel x1, y1, "
+                                "x2, y2",
+          "default_boxes_cxcywh": f"[{n_boxes}, 4] normalized cx, cy, w, h before the conversion (after the w, h clamp)",
+          "input_sample_index": f"[S] flat indices into one CHW [3, {size}, {size}] transformed input",
           "input_samples": "[3 images, S] values of model.transform(images).tensors at those indices",
           "input_channel_mean": "[3 images, 3] per-channel mean of the transformed input",
           "input_channel_std": "[3 images, 3] per-channel std (population) of the transformed input",
-          "bbox_regression": "[3 images, 8732, 4] raw head output (dx, dy, dw, dh), torchvision box order",
-          "rows": f"[R] box indices: {ROWS_RANDOM} drawn by default_rng({ROWS_SEED}).choice(8732, {ROWS_RANDOM}, "
+          "bbox_regression": f"[3 images, {n_boxes}, 4] raw head output (dx, dy, dw, dh), torchvision box order",
+          "rows": f"[R] box indices: {ROWS_RANDOM} drawn by default_rng({ROWS_SEED}).choice({n_boxes}, {ROWS_RANDOM}, "
                   f"replace=False) plus the {TOP_ROWS} highest max-foreground-score boxes of each image, sorted",
           "cls_logits_rows": "[3 images, R, 91] raw class logits at rows",
+          **array_notes,
           "det{i}_boxes": "[D, 4] final detections of image i, original-image pixels x1, y1, x2, y2",
           "det{i}_scores": "[D] scores, descending", "det{i}_labels": "[D] int64 column index 1..90",
           "feature{l}_channel_mean": "[C] first image: per-channel mean of backbone feature map l",
       },
       "feature_stats_first_image": feature_stats,
       "score_stats": stats,
-      "head_calibration": {"reg_std_target": REG_STD, "cls_std_target": CLS_STD, "feature_rms": TV_FEATURE_RMS,
+      "head_calibration": {"reg_std_target": REG_STD, "cls_std_target": CLS_STD, "feature_rms": feature_rms,
                            "background_bias_add": TV_BG_BIAS,
                            "rule": "head weight std = target / (feature_rms[level] * sqrt(fan_in)); class bias "
                                    "N(0, 0.05) plus background_bias_add on channels 0::91"},
       "state_dict_keys": key_summary(spec),
       "weights_sha256": digest,
-      "spec_rules": "seeded.spec_for(shapes, weight_gain=sqrt(2), l2norm_names=['backbone.scale_weight'], "
-                    "overrides=head): conv weights N(0, sqrt(2/fan_in)); biases N(0, 0.05); scale_weight "
-                    "N(20, 2); head convs as head_calibration",
+      "spec_rules": spec_rules,
       "spec": spec,
   })
   for i, s in enumerate(stats):
-    print(f"torchvision ssd300 image {i}: {s}")
+    print(f"{name} image {i}: {s}")
+
+
+# ---------------------------------------------------------------------------------------------- torchvision SSDLite
+
+
+def ssdlite_model():
+  return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91).eval()
+
+
+def ssdlite_head_rms(model, spec):
+  """RMS of the input of each head's 1x1 conv (the depthwise conv-BN-ReLU6 output) per level, with the seeded
+  weights of ``spec``: the head weights' std is set from it (their own values do not change it)."""
+  load_seeded(model, spec, SSDLITE_SEED)
+  _, images = tv_images()
+  rms = []
+  hooks = [block[0].register_forward_hook(lambda _m, _i, out: rms.append(float(out.pow(2).mean().sqrt())))
+           for block in model.head.regression_head.module_list]
+  with torch.no_grad():
+    image_list, _ = model.transform(images)
+    model.head(list(model.backbone(image_list.tensors).values()))
+  for hook in hooks:
+    hook.remove()
+  return [float(f"{r:.3g}") for r in rms]
+
+
+def ssdlite_spec(model, feature_rms):
+  state = model.state_dict()
+  bg = [[[0, None, 91, SSDLITE_BG_BIAS]] for _ in range(6)]
+  overrides = head_overrides("head.regression_head.module_list.{}.1.weight",
+                             "head.classification_head.module_list.{}.1.bias",
+                             "head.classification_head.module_list.{}.1.weight", state, feature_rms, bg)
+  return seeded.spec_for(seeded.shapes_of(state.items()), weight_gain=math.sqrt(2.0), overrides=overrides)
+
+
+def make_torchvision_ssdlite():
+  model = ssdlite_model()
+  feature_rms = ssdlite_head_rms(model, ssdlite_spec(model, [1.0] * 6))
+  write_torchvision_detector(
+      "torchvision_ssdlite320_mobilenet_v3_large", model, ssdlite_spec(model, feature_rms), SSDLITE_SEED,
+      "ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)",
+      SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"], feature_rms, jpeg_check=None,
+      spec_rules="seeded.spec_for(shapes, weight_gain=sqrt(2), overrides=head): conv weights N(0, sqrt(2/fan_in)) "
+                 "(depthwise fan_in = k * k); BN weight U(0.5,1.5), bias N(0,0.1), running_mean N(0,0.2), "
+                 "running_var U(0.5,1.5); squeeze-excite biases N(0, 0.05); the heads' 1x1 convs as "
+                 "head_calibration, feature_rms measured at their inputs (ssdlite_head_rms)", exact_input=True)
+
+
+def make_torchvision_mobilenet(crop, x, image_info):
+  """mobilenet_v3_large(weights=None) with its full state dict seeded, on the ResNets' crop: SSDLite's taps."""
+  model = torchvision.models.mobilenet_v3_large(weights=None).eval()
+  spec = seeded.spec_for(seeded.shapes_of(model.state_dict().items()), weight_gain=math.sqrt(2.0))
+  digest = load_seeded(model, spec, MOBILENET_SEED)
+  taps = {}
+  hooks = [model.features[13].block[0].register_forward_hook(lambda _m, _i, out: taps.__setitem__("c4", out)),
+           model.features[16].register_forward_hook(lambda _m, _i, out: taps.__setitem__("c5", out))]
+  with torch.no_grad():
+    model(x)
+  for hook in hooks:
+    hook.remove()
+  arrays = {"image": crop.astype(np.uint8),
+            **{k: v.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32) for k, v in taps.items()}}
+  stats = {k: {"shape": list(v.shape), "mean": float(v.mean()), "std": float(v.std()),
+               "abs_max": float(np.abs(v).max())} for k, v in arrays.items() if k != "image"}
+  write_npz("torchvision_mobilenet_v3_large.npz", arrays)
+  write_json("torchvision_mobilenet_v3_large.json", {
+      "source": "torchvision.models.mobilenet_v3_large(weights=None), eval mode, float32",
+      "seed": MOBILENET_SEED,
+      **versions(),
+      "image": image_info,
+      "preprocess": "PIL RGB centre crop (uint8) -> torchvision.transforms.functional.to_tensor (x / 255) -> "
+                    f"normalize(mean={IMAGENET_MEAN}, std={IMAGENET_STD})",
+      "arrays": {"image": "uint8 [160, 160, 3] the crop, RGB",
+                 "c4": "float32 NHWC output of model.features[13].block[0] (block 13's expansion, SSDLite's first tap)",
+                 "c5": "float32 NHWC output of model.features[16] (the last conv, SSDLite's second tap)"},
+      "output_stats": stats,
+      "state_dict_keys": key_summary(spec),
+      "weights_sha256": digest,
+      "spec_rules": "seeded.spec_for(shapes, weight_gain=sqrt(2)): conv/linear weights normal(0, sqrt(2/fan_in)); "
+                    "BN weight U(0.5,1.5), bias N(0,0.1), running_mean N(0,0.2), running_var U(0.5,1.5), "
+                    "num_batches_tracked 0; other biases N(0,0.05)",
+      "spec": spec,
+  })
+  print(f"mobilenet_v3_large: c4 std {stats['c4']['std']:.3f}, c5 std {stats['c5']['std']:.3f}")
 
 
 # ---------------------------------------------------------------------------------------------- NVIDIA SSD
@@ -598,12 +722,15 @@ def main():
   crop, x, info = resnet_input()
   for depth in sorted(RESNET_SEEDS):
     make_resnet(depth, crop, x, info)
+  make_torchvision_mobilenet(crop, x, info)
   make_torchvision_ssd(jpeg_check=None)
+  make_torchvision_ssdlite()
   tv_cxcywh = np.load(HERE / "torchvision_ssd300_vgg16.npz")["default_boxes_cxcywh"]
   nv_files = make_nvidia_ssd(tv_cxcywh)
   check = tf_jpeg_check([COCO_DIR / f for f in TV_IMAGES] + nv_files)
   add_jpeg_check("torchvision_ssd300_vgg16.json", check)
   add_jpeg_check("nvidia_ssd300.json", check)
+  add_jpeg_check("torchvision_ssdlite320_mobilenet_v3_large.json", check)
   print("jpeg decode check:", json.dumps(check))
 
 
