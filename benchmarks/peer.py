@@ -14,7 +14,9 @@ PEER_DIR = pathlib.Path(os.environ.get(
 
 # (backbone, image size) -> the peer's model of the same design (its README).
 SSD_MODELS = {("vgg16", 300): "ssd300_vgg16", ("resnet18", 300): "ssd300_resnet18",
-              ("resnet50", 300): "ssd300_resnet50"}
+              ("resnet50", 300): "ssd300_resnet50", ("mobilenet_v3_large", 320): "ssdlite320_mobilenet_v3_large"}
+# Models torch_ssd_bench.py does not build: timed by its code through a script of benchmarks/.
+SCRIPTS = {"ssdlite320_mobilenet_v3_large": "peer_ssdlite.py"}
 # Our Keras dtype policy -> the peer's torch.autocast dtype (None: no autocast).
 AUTOCAST_DTYPES = {"float32": None, "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
@@ -44,8 +46,13 @@ def run_ssd_bench(peer_python, config, mode, batch, steps, warmup, score_thresho
   """
   if precision not in AUTOCAST_DTYPES:
     raise ValueError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, got {precision!r}")
-  script = ([PEER_DIR / "torch_ssd_bench.py"] if precision == "float32"
-            else [pathlib.Path(__file__).resolve().parent / "peer_autocast.py", AUTOCAST_DTYPES[precision]])
-  return run_json([peer_python, *script, "--model", ssd_model(config),
+  model, here = ssd_model(config), pathlib.Path(__file__).resolve().parent
+  if model in SCRIPTS:  # its script takes the dtype first, then the peer's arguments (--model is ignored)
+    script, model = [here / SCRIPTS[model], AUTOCAST_DTYPES[precision] or "float32"], "ssd300_vgg16"
+  elif precision == "float32":
+    script = [PEER_DIR / "torch_ssd_bench.py"]
+  else:
+    script = [here / "peer_autocast.py", AUTOCAST_DTYPES[precision]]
+  return run_json([peer_python, *script, "--model", model,
                    "--mode", mode, "--batch", batch, "--steps", steps, "--warmup", warmup,
                    "--num-classes", config.model.num_classes + 1, "--score-thresh", score_threshold])
