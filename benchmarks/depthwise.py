@@ -10,7 +10,8 @@ gradients), summed per kind:
   torch       the same shapes with torch.nn.functional.conv2d (groups=C for depthwise) in the peer's
               venv (--peer_python), float32 and bfloat16.
 
-Each figure is the median over --steps timed calls after --warmup; GFLOP/s counts 2 per multiply-add
+JSON: ``tf_kernels`` and ``torch_kernels`` {"<dtype>/<kind>/<forward|backward>": ms, GFLOP/s} and their ratio
+``tf_over_torch_ms``. Each figure is the median over --steps timed calls after --warmup; GFLOP/s counts 2 per multiply-add
 (backward as 2x forward). If TensorFlow's depthwise rows are far behind torch's while the pointwise
 rows are level, the depthwise kernel is what loses.
 
@@ -138,14 +139,14 @@ def main(argv):
   batch = _BATCH.value
   result = dict(bench="depthwise", image_size=_IMAGE_SIZE.value, batch_size=batch, layers=len(layers),
                 gflop={kind: round(flops(layers, kind, batch) / 1e9, 3) for kind in ("depthwise", "pointwise")},
-                tensorflow=rows(tensorflow_seconds(layers, batch, _WARMUP.value, _STEPS.value), layers, batch))
+                tf_kernels=rows(tensorflow_seconds(layers, batch, _WARMUP.value, _STEPS.value), layers, batch))
   if _PEER.value:
     torch_run = subprocess.run([_PEER.value, "-c", _TORCH, json.dumps(layers), str(batch), str(_WARMUP.value),
                                 str(_STEPS.value)], capture_output=True, text=True, check=True)
     line = json.loads(torch_run.stdout.strip().splitlines()[-1])
-    result["torch"] = dict(version=line["torch"], threads=line["threads"], **rows(line["seconds"], layers, batch))
-    result["tensorflow_over_torch_ms"] = {key: round(value["ms"] / result["torch"][key]["ms"], 2)
-                                          for key, value in result["tensorflow"].items()}
+    result.update(torch=line["torch"], torch_threads=line["threads"], torch_kernels=rows(line["seconds"], layers, batch))
+    result["tf_over_torch_ms"] = {key: round(value["ms"] / result["torch_kernels"][key]["ms"], 2)
+                                  for key, value in result["tf_kernels"].items()}
   result.update(machine.facts(xla=False))
   print(json.dumps(result))
 

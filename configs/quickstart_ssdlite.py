@@ -4,7 +4,11 @@
 end as the quickstart does (synthetic data -> prepare -> train -> eval -> export -> drawings). The network
 is torchvision's SSDLite320 (configs/ssdlite320_mobilenet_v3_large_torchvision.py: reduced-tail
 MobileNetV3, depthwise-separable extra levels and heads, BatchNorm epsilon 0.001) for the 8 synthetic
-classes; the data, augmentation and schedule are the quickstart's where they suit it.
+classes; the data and augmentation are the quickstart's, the learning rate twice its.
+
+Measured (Xeon, 2026-12-07, `time python main.py --config=configs/quickstart_ssdlite.py --workdir=<new>`):
+AP50 0.777, AP 0.503 in 11 min 47 s end to end, short of the 0.80 asked (issue 24); 1200 steps at lr 0.05
+gave AP50 0.654 in 9 min 29 s.
 """
 
 from ssd_tf import defaults
@@ -39,8 +43,8 @@ def get_config():
   config.data.augment.crop_prob = 0.0
 
   config.train.batch_size = 16
-  config.train.steps = 1200
-  config.train.base_learning_rate = 0.05
+  config.train.steps = 1500
+  config.train.base_learning_rate = 0.1
   config.train.scale_lr_with_batch = False
   config.train.warmup_steps = 150
   config.train.weight_decay = 4e-5

@@ -227,19 +227,39 @@ def test_peer_model_of_config():
     peer.ssd_model(ssd512_resnet50_coco.get_config())
 
 
+def test_depthwise_layers_are_mobilenets_and_their_flops_are_counted_by_hand(monkeypatch):
+  monkeypatch.syspath_prepend(str(harness.REPO / "benchmarks"))  # the script imports its siblings, as run
+  import depthwise  # pylint: disable=g-import-not-at-top
+  layers = depthwise.layer_shapes(320)
+  # block 1 (no expansion): depthwise 3x3 on the stem's 160 x 160 x 16, projection to 16
+  assert layers[:3] == [(160, 16, 16, 3, 1, "depthwise"), (160, 16, 16, 1, 1, "pointwise"),
+                        (160, 16, 64, 1, 1, "pointwise")]
+  assert layers[-2:] == [(10, 480, 480, 5, 1, "depthwise"), (10, 480, 80, 1, 1, "pointwise")]
+  assert len(layers) == 3 * 15 - 1
+  one = [(10, 8, 8, 3, 2, "depthwise"), (5, 8, 4, 1, 1, "pointwise")]
+  assert depthwise.flops(one, "depthwise", 2) == 2 * 2 * 5 * 5 * 8 * 9
+  assert depthwise.flops(one, "pointwise", 2) == 2 * 2 * 5 * 5 * 4 * 8
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("precision, script", [("float32", ["torch_ssd_bench.py"]),
-                                               ("mixed_bfloat16", ["peer_autocast.py", "bfloat16"])])
-def test_peer_command_runs_autocast_for_mixed_precision(tmp_path, precision, script):
-  """The peer's command line, seen by a stand-in for the peer's Python that prints its arguments as JSON."""
-  from configs import ssd300_resnet18_coco  # pylint: disable=g-import-not-at-top
+@pytest.mark.parametrize("precision, script, model", [
+    ("float32", ["torch_ssd_bench.py"], "ssd300_resnet18"),
+    ("mixed_bfloat16", ["peer_autocast.py", "bfloat16"], "ssd300_resnet18"),
+    ("float32", ["peer_ssdlite.py", "float32"], "ssdlite"),
+    ("mixed_bfloat16", ["peer_ssdlite.py", "bfloat16"], "ssdlite")])
+def test_peer_command_runs_autocast_for_mixed_precision(tmp_path, precision, script, model):
+  """The peer's command line, seen by a stand-in for the peer's Python that prints its arguments as JSON;
+  torchvision's SSDLite goes through benchmarks/peer_ssdlite.py (the peer's script has no SSDLite)."""
+  from configs import ssd300_resnet18_coco, ssdlite320_mobilenet_v3_large_torchvision  # pylint: disable=g-import-not-at-top
+  config = (ssdlite320_mobilenet_v3_large_torchvision if model == "ssdlite" else ssd300_resnet18_coco).get_config()
   fake_python = tmp_path / "python"
   fake_python.write_text(f"#!{sys.executable}\nimport json, sys\nprint('log line')\nprint(json.dumps(sys.argv[1:]))\n")
   fake_python.chmod(0o755)
-  args = peer.run_ssd_bench(fake_python, ssd300_resnet18_coco.get_config(), "train", 8, 5, 2, precision=precision)
+  args = peer.run_ssd_bench(fake_python, config, "train", 8, 5, 2, precision=precision)
   assert [pathlib.Path(args[0]).name, *args[1:len(script)]] == script
-  assert args[len(script):] == ["--model", "ssd300_resnet18", "--mode", "train", "--batch", "8", "--steps", "5",
-                                "--warmup", "2", "--num-classes", "81", "--score-thresh", "0.01"]
+  name, classes = ("ssd300_vgg16", "91") if model == "ssdlite" else ("ssd300_resnet18", "81")  # ssdlite: ignored
+  assert args[len(script):] == ["--model", name, "--mode", "train", "--batch", "8", "--steps", "5",
+                                "--warmup", "2", "--num-classes", classes, "--score-thresh", "0.01"]
   with pytest.raises(ValueError, match="precision must be one of"):
     peer.run_ssd_bench(fake_python, ssd300_resnet18_coco.get_config(), "train", 8, 5, 2, precision="float64")
 
