@@ -30,7 +30,8 @@ def get_config():
   m = config.model
   m.num_classes = 8
   # 192 px as the quickstart: 12x12 and 6x6 taps, extra levels 3, 2, 1, 1. TensorFlow's CPU depthwise
-  # convolutions train 2.5x slower at 320 px (benchmarks/depthwise.py).
+  # convolutions make 320 px train 2.4x slower (17.0 against 40.5 img/s, batch 16, float32; Xeon, cpu family 6,
+  # 2026-12-07, a one-off train-step timing; benchmarks/depthwise.py times the layers).
   m.image_size = 192
   m.resize_antialias = True       # the quickstart's data pipeline, as configs/quickstart.py
   m.batchnorm_momentum = 0.99     # measured with Keras' default; torchvision's 0.97 was not tried alone
@@ -52,8 +53,8 @@ def get_config():
   config.train.scale_lr_with_batch = False
   config.train.warmup_steps = 150
   config.train.weight_decay = 4e-5
-  # float32 even with native bfloat16: TensorFlow's bfloat16 depthwise convolutions train this model 2x
-  # slower than float32 on an AMX Xeon (benchmarks/ssdlite_speed.py).
+  # float32 even with native bfloat16: TensorFlow's bfloat16 depthwise backward takes 3.75x its float32 time
+  # (benchmarks/depthwise.py; Xeon, cpu family 6, 2026-12-07), and the train step is 2x slower.
   config.train.mixed_precision = ""
   config.train.log_every = 50
   config.train.checkpoint_every = 500
