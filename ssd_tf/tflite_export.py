@@ -40,9 +40,10 @@ _OP = "TFLite_Detection_PostProcess"
 # Classes per op: the op's regular NMS never skips a class when it has no more classes than the
 # interpreter has threads (or runs on one thread); see the module docstring.
 CLASSES_PER_OP = 2
-# The TFLite ops of the post-processing after the detection op, kept in float under int8.
-FLOAT_OPS = ("CONCATENATION", "ADD_N", "MINIMUM", "RELU", "TOPK_V2", "GATHER", "LESS", "SELECT_V2", "TRANSPOSE",
-             "GREATER_EQUAL")
+# The TFLite ops of the post-processing, kept in float under int8 (with RESHAPE and CONCATENATION the
+# heads' last ops: the network's outputs are dequantized once, before them).
+FLOAT_OPS = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "TOPK_V2", "UNPACK", "GATHER", "SELECT_V2", "EXPAND_DIMS",
+             "STRIDED_SLICE", "SPLIT", "ADD_N", "MINIMUM", "RELU", "LESS", "GREATER_EQUAL")
 
 
 def centre_size(boxes):
@@ -119,17 +120,37 @@ class TFLiteModule(tf.Module):
       return dict(box_encodings=loc, class_scores=scores)
     return self.post_process(loc, scores)
 
+  def _all_box_inputs(self, loc, columns):
+    """Each group's (box_encodings [1, N, 4], class_scores [1, N, n], anchors [N, 4]): every box."""
+    anchors = tf.constant(self._anchors)
+    return [(loc, group, anchors) for group in tf.split(columns, self.groups, axis=-1)]
+
+  def _top_k_inputs(self, loc, columns):
+    """Each group's inputs over its classes' k best boxes (postprocess.pre_nms_top_k, as
+    SSD.detect picks them, exactly k however many scores tie): the n k rows of box_encodings
+    [1, n k, 4] and anchors [n k, 4] are class j's k best boxes in rows j k .. (j + 1) k - 1, where
+    class_scores [1, n k, n] holds class j's scores in column j and zeros elsewhere."""
+    k = min(self._top_k, columns.shape[1])
+    top_scores, top_index = tf.math.top_k(tf.transpose(columns[0]), k=k)        # [C, k]
+    top_scores, top_index = tf.unstack(top_scores), tf.unstack(top_index)      # C x [k]
+    anchors, rows = tf.constant(self._anchors), loc[0]                           # [N, 4]
+    inputs, first = [], 0
+    for n in self.groups:
+      index = tf.concat(top_index[first:first + n], axis=0)                     # [n k]
+      group_scores = tf.concat(top_scores[first:first + n], axis=0)             # [n k]
+      block = np.repeat(np.eye(n, dtype=bool), k, axis=0)                       # [n k, n]
+      class_scores = tf.where(block, tf.expand_dims(group_scores, 1), 0.0)      # [n k, n]
+      inputs.append((tf.expand_dims(tf.gather(rows, index), 0), tf.expand_dims(class_scores, 0),
+                     tf.gather(anchors, index)))
+      first += n
+    return inputs
+
   def post_process(self, loc, scores):
     """loc [1, N, 4] offsets, scores [1, N, 1 + C] softmax -> the output dict (module docstring)."""
-    anchors = tf.constant(self._anchors)
-    columns = scores[..., 1:]                                                     # [1, N, C]
-    if self._top_k > 0:  # postprocess.pre_nms_top_k: each class's k best boxes only
-      kth = tf.math.top_k(tf.transpose(columns[0]), k=min(self._top_k, columns.shape[1])).values[:, -1]  # [C]
-      columns = tf.where(columns >= kth, columns, 0.0)
-    # Per group of classes: boxes [1, k, 4], classes [1, k] in the group, scores [1, k], count [1].
     ops = {n: detection_op(attributes) for n, attributes in self.attributes().items()}
-    found = [ops[n](loc, group, anchors)
-             for n, group in zip(self.groups, tf.split(columns, self.groups, axis=-1))]
+    inputs = self._top_k_inputs if self._top_k > 0 else self._all_box_inputs
+    # Per group of classes: boxes [1, k, 4], classes [1, k] in the group, scores [1, k], count [1].
+    found = [ops[n](*group) for n, group in zip(self.groups, inputs(loc, scores[..., 1:]))]
     boxes = tf.concat([d[0] for d in found], axis=1)                              # [1, R, 4]
     scores = tf.concat([d[2] for d in found], axis=1)                             # [1, R]
     first = np.cumsum([0] + self.groups[:-1])  # the group's first class, added with ADD_N (float under int8)

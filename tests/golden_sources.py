@@ -78,9 +78,10 @@ class Source:
     self.config = config(config_name)
     self.ssd, self.label_map = detectors.load_detector(self.config, state_dict(self.meta), golden_name)
     # SSDLite's seeded MobileNet turns the resize's float rounding into logits 1e-3 apart (see
-    # test_raw_outputs_are_the_sources): its scores and boxes are compared that much looser.
+    # test_raw_outputs_are_the_sources): its scores and boxes are compared that much looser (on a Zen 3
+    # EPYC, AVX2 only, scores of the third image are up to 5.7e-3 off, 0.3194 for 0.3137; 2026-12-08).
     lite = kind == "torchvision_ssdlite"
-    self.tolerances = dict(score_atol=3e-3 if lite else 1e-4, box_rtol=5e-3 if lite else 1e-3,
+    self.tolerances = dict(score_atol=1e-2 if lite else 1e-4, box_rtol=5e-3 if lite else 1e-3,
                            max_detections=self.config.postprocess.max_detections)
     # ssd_tf's box n is the source's box order[n] (NVIDIA runs anchor by anchor; torchvision as ssd_tf).
     self.order = self.arrays["torchvision_order"] if kind == "nvidia" else np.arange(len(self.ssd.default_boxes))
