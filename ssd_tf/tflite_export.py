@@ -10,9 +10,8 @@ The model (one image per call):
           Object Detection API's order). K = config.postprocess.max_detections.
 
 Inside: cast to float, the Keras network (its input normalization included), softmax over
-the 1 + C columns (with postprocess.pre_nms_top_k > 0, each class's scores outside its k best set to
-0), then for each pair of classes one ``TFLite_Detection_PostProcess`` op (regular NMS) on their
-columns: it decodes the offsets (dy, dx, dh, dw) against the default boxes as (ycentre, xcentre,
+the 1 + C columns, then for each pair of classes one ``TFLite_Detection_PostProcess`` op (regular NMS) on
+their columns (with postprocess.pre_nms_top_k > 0, on each class's k best boxes alone): it decodes the offsets (dy, dx, dh, dw) against the default boxes as (ycentre, xcentre,
 h, w) with scales 1 / variances, keeps scores >= score_threshold and runs greedy NMS per class
 (IoU > iou_threshold suppresses), at most max_detections_per_class each; the K best of all classes
 are kept (TOPK_V2, GATHER), and boxes are clipped to [0, 1] unless postprocess.clip_boxes is "none".
