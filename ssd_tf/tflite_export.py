@@ -10,9 +10,9 @@ The model (one image per call):
           Object Detection API's order). K = config.postprocess.max_detections.
 
 Inside: cast to float, the Keras network (its input normalization included), softmax over
-the 1 + C columns, then for each pair of classes one ``TFLite_Detection_PostProcess`` op (regular NMS) on
-their columns (with postprocess.pre_nms_top_k > 0, on each class's k best boxes alone): it decodes the offsets (dy, dx, dh, dw) against the default boxes as (ycentre, xcentre,
-h, w) with scales 1 / variances, keeps scores >= score_threshold and runs greedy NMS per class
+the 1 + C columns, then for each pair of classes one ``TFLite_Detection_PostProcess`` op (regular NMS)
+on their columns (with postprocess.pre_nms_top_k > 0, on each class's k best boxes alone): it decodes
+the offsets (dy, dx, dh, dw) against the default boxes as (ycentre, xcentre, h, w) with scales 1 / variances, keeps scores >= score_threshold and runs greedy NMS per class
 (IoU > iou_threshold suppresses), at most max_detections_per_class each; the K best of all classes
 are kept (TOPK_V2, GATHER), and boxes are clipped to [0, 1] unless postprocess.clip_boxes is "none".
 Pairs rather than one op over all classes: the op's regular NMS runs its classes on the
@@ -42,7 +42,7 @@ CLASSES_PER_OP = 2
 # The TFLite ops of the post-processing, kept in float under int8 (with RESHAPE and CONCATENATION the
 # heads' last ops: the network's outputs are dequantized once, before them).
 FLOAT_OPS = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "TOPK_V2", "UNPACK", "GATHER", "SELECT_V2", "EXPAND_DIMS",
-             "STRIDED_SLICE", "SPLIT", "ADD_N", "MINIMUM", "RELU", "LESS", "GREATER_EQUAL")
+             "STRIDED_SLICE", "SPLIT", "ADD_N", "MINIMUM", "RELU", "LESS")
 
 
 def centre_size(boxes):

@@ -77,8 +77,9 @@ def block_specs(variant=""):
 
 def hard_swish(x):
   """x * relu6(x + 3) / 6, written so that TFLite's converter keeps it as ADD (ReLU6 fused) and MUL: its
-  fused HARD_SWISH op has no int8 kernel in XNNPACK, which left 20 int8 islands in the network
-  (int8 SSDLite320 network 22.4 -> 13.8 ms; float32 11.7 -> 13.4 ms; Zen 3 EPYC, 2 threads, 2026-12-08)."""
+  fused HARD_SWISH op has no int8 kernel in XNNPACK, which split the int8 SSDLite320 network into 23 delegate
+  pieces (22.4 -> 13.8 ms; float32 11.7 -> 13.4 ms; Zen 3 EPYC, cpu family 25, 2 threads, 2026-12-08, a one-off
+  timing of tflite_export.convert(..., post_process=False); tests/test_tflite.py checks the pieces)."""
   return keras.ops.relu6(x + 3.0) * x * (1.0 / 6.0)
 
 
